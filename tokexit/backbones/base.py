@@ -1,0 +1,93 @@
+"""What the engine needs from a backbone: embeddings and, per layer, the modules of a post-LN block.
+
+tokexit never copies a model's modeling code. It loads any local Hugging Face checkpoint with
+``AutoModel`` and an *adapter* points at the modules inside it. The engine then runs the layers itself
+(``tokexit.engine.layer``), which is what lets it compute only the tokens that are still active.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class LayerParts:
+    """The modules of one post-LayerNorm transformer encoder layer (BERT layout).
+
+    h' = attn_norm(h + attn_out(MultiHeadAttention(query(h), key(h), value(h))))
+    out = ffn_norm(h' + ffn_out(act(ffn_in(h'))))
+    """
+
+    query: nn.Linear
+    key: nn.Linear
+    value: nn.Linear
+    attn_out: nn.Linear
+    attn_norm: nn.LayerNorm
+    ffn_in: nn.Linear
+    ffn_out: nn.Linear
+    ffn_norm: nn.LayerNorm
+    act: Callable[[torch.Tensor], torch.Tensor]
+    num_heads: int
+    head_dim: int
+
+
+class BackboneAdapter:
+    """Base class: one subclass per architecture family, registered with :func:`register_adapter`."""
+
+    model_types: tuple[str, ...] = ()
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.config = model.config
+
+    @classmethod
+    def tokenizer_kwargs(cls, config) -> dict:
+        """Extra keyword arguments for ``AutoTokenizer.from_pretrained`` with pre-split words."""
+        return {}
+
+    @property
+    def num_layers(self) -> int:
+        return self.config.num_hidden_layers
+
+    @property
+    def hidden_size(self) -> int:
+        return self.config.hidden_size
+
+    @property
+    def hidden_dropout(self) -> float:
+        return float(self.config.hidden_dropout_prob)
+
+    @property
+    def attention_dropout(self) -> float:
+        return float(self.config.attention_probs_dropout_prob)
+
+    def embed(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T) ids -> (B, T, hidden) input of the first layer."""
+        raise NotImplementedError
+
+    def layer(self, index: int) -> LayerParts:
+        """The modules of layer ``index`` (0-based)."""
+        raise NotImplementedError
+
+
+_ADAPTERS: dict[str, type[BackboneAdapter]] = {}
+
+
+def register_adapter(cls: type[BackboneAdapter]) -> type[BackboneAdapter]:
+    """Class decorator: make ``cls`` the adapter for each of its ``model_types``."""
+    for model_type in cls.model_types:
+        _ADAPTERS[model_type] = cls
+    return cls
+
+
+def adapter_class(model_type: str) -> type[BackboneAdapter]:
+    if model_type not in _ADAPTERS:
+        raise ValueError(
+            f"no tokexit backbone adapter for model_type '{model_type}'; supported: {sorted(_ADAPTERS)}. "
+            "Add one as a small module in tokexit/backbones/."
+        )
+    return _ADAPTERS[model_type]

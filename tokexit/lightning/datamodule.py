@@ -1,0 +1,118 @@
+"""LightningDataModule for sequence labeling from CoNLL / CoNLL-U files or an embedded data set."""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from tokexit.backbones import load_tokenizer
+from tokexit.data.conll import Corpus
+from tokexit.data.tagging import (
+    LabelSet,
+    LengthGroupedSampler,
+    ReaderOptions,
+    build_dataset,
+    collate,
+    load_corpus,
+    report_unseen_labels,
+)
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "validation", "test")
+
+
+class TaggingDataModule(L.LightningDataModule):
+    """Reads the three files once, builds the label set from the training file and encodes every split.
+
+    ``prepare()`` may be called before the trainer (the model needs the label set); Lightning's ``setup``
+    then finds everything done.
+    """
+
+    def __init__(
+        self,
+        train_file: str | None,
+        validation_file: str | None,
+        test_file: str | None,
+        tokenizer: str,
+        name: str = "custom",
+        format: str = "auto",
+        label_column: int | None = -1,
+        tagset: str = "upos",
+        strip_position_digit: bool = False,
+        task: str = "auto",
+        max_length: int = 512,
+        batch_size: int = 16,
+        eval_batch_size: int = 64,
+        num_workers: int = 0,
+        seed: int = 0,
+        labels: LabelSet | None = None,
+    ):
+        super().__init__()
+        self.files = {"train": train_file, "validation": validation_file, "test": test_file}
+        self.tokenizer_name = tokenizer
+        self.name = name
+        self.options = ReaderOptions(format, label_column, tagset, strip_position_digit)
+        self.task = task
+        self.max_length = max_length
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.num_workers, self.seed = num_workers, seed
+        self.labels = labels
+        self.corpora: dict[str, Corpus] = {}
+        self.datasets: dict = {}
+        self.unseen_labels: dict[str, dict] = {}
+        self.tokenizer = None
+
+    def prepare(self) -> LabelSet:
+        if self.tokenizer is not None:
+            return self.labels
+        self.tokenizer = load_tokenizer(self.tokenizer_name)
+        self.max_length = min(self.max_length, self._backbone_max_length())
+        for split, path in self.files.items():
+            if path:
+                self.corpora[split] = load_corpus(str(path), self.options)
+        if self.labels is None:
+            if "train" not in self.corpora:
+                raise ValueError("data.train_file is required to build the label set")
+            self.labels = LabelSet.from_corpus(self.corpora["train"], self.task)
+        for split, corpus in self.corpora.items():
+            if split != "train":
+                self.unseen_labels[split] = report_unseen_labels(corpus, self.labels)
+            self.datasets[split] = build_dataset(corpus, self.tokenizer, self.labels, self.max_length)
+            log.info("%s: %d sentences, %d windows", corpus.path, len(corpus.sentences), len(self.datasets[split]))
+        return self.labels
+
+    def _backbone_max_length(self) -> int:
+        limit = self.tokenizer.model_max_length
+        return limit if isinstance(limit, int) and 0 < limit < 100_000 else 512
+
+    def setup(self, stage: str | None = None) -> None:
+        self.prepare()
+
+    def corpus(self, split: str) -> Corpus:
+        return self.corpora[split]
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        if split not in self.datasets:
+            raise ValueError(f"no data.{split}_file given")
+        data = self.datasets[split]
+        pad = functools.partial(collate, pad_id=self.tokenizer.pad_token_id)
+        lengths = [len(ids) for ids in data["input_ids"]]
+        if train:
+            sampler = LengthGroupedSampler(lengths, self.batch_size, seed=self.seed)
+            return DataLoader(data, batch_size=self.batch_size, sampler=sampler, collate_fn=pad,
+                              num_workers=self.num_workers)
+        order = sorted(range(len(data)), key=lambda i: lengths[i])  # less padding; order does not matter
+        return DataLoader(data.select(order), batch_size=self.eval_batch_size, collate_fn=pad,
+                          num_workers=self.num_workers)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("validation", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)

@@ -1,0 +1,117 @@
+"""LightningModule: joint training of all exits of a :class:`MultiExitEncoder`, per-layer validation."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from transformers import get_linear_schedule_with_warmup
+
+from tokexit.backbones import load_backbone
+from tokexit.data.encoding import IGNORE
+from tokexit.data.tagging import LabelSet
+from tokexit.engine import MultiExitEncoder
+from tokexit.evaluation import PredictionCollector, gather_tables, main_metric, per_sentence, score_layers
+
+
+def layer_weights(num_layers: int, kind: str) -> torch.Tensor:
+    """Joint-loss weights: ``linear`` (layer i gets i / Σ i, deeper exits count more) or ``uniform``."""
+    if kind == "linear":
+        w = torch.arange(1, num_layers + 1, dtype=torch.float)
+    elif kind == "uniform":
+        w = torch.ones(num_layers)
+    else:
+        raise ValueError(f"loss_weights must be 'linear' or 'uniform', not '{kind}'")
+    return w / w.sum()
+
+
+class MultiExitTaggerModule(L.LightningModule):
+    def __init__(
+        self,
+        labels: LabelSet,
+        backbone: str = "minilm-l6",
+        random_init: bool = False,
+        config_overrides: dict | None = None,
+        loss_weights: str = "linear",
+        backbone_lr: float = 5e-5,
+        head_lr: float = 1e-3,
+        weight_decay: float = 0.01,
+        warmup_ratio: float = 0.1,
+        head_dropout: float | None = None,
+        name: str = "model",
+    ):
+        super().__init__()
+        self.save_hyperparameters(ignore=["labels"])
+        self.hparams["label_set"] = labels.to_dict()
+        self.labels = labels
+        overrides = dict(config_overrides) if config_overrides else None
+        self.encoder = MultiExitEncoder(
+            load_backbone(backbone, random_init=random_init, config_overrides=overrides),
+            num_labels=len(labels.labels),
+            head_dropout=head_dropout,
+        )
+        self.register_buffer("loss_weights", layer_weights(self.encoder.num_layers, loss_weights), persistent=False)
+        self.collector = PredictionCollector()
+        self.scores: dict[str, list[dict]] = {}
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(L, N, C) logits of every exit for every word of the batch."""
+        return self.encoder(batch["input_ids"], batch["attention_mask"], batch["word_positions"])
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        logits = self(batch)  # (L, N, C)
+        gold = batch["labels"][batch["word_positions"] >= 0]  # (N,)
+        per_layer = torch.stack([F.cross_entropy(z, gold, ignore_index=IGNORE) for z in logits])  # (L,)
+        loss = (self.loss_weights * per_layer).sum()
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["input_ids"]))
+        self.log("train/loss_last", per_layer[-1], batch_size=len(batch["input_ids"]))
+        return loss
+
+    # evaluation: collect each exit's argmax per owned word, score once per epoch over all ranks
+    def _eval_step(self, batch: dict[str, torch.Tensor]) -> None:
+        self.collector.add(batch, self(batch).argmax(-1))  # (L, N)
+
+    def _eval_end(self, split: str) -> None:
+        table = gather_tables(self.collector.table())
+        self.collector.reset()
+        corpus = self.trainer.datamodule.corpus(split)
+        scores = score_layers(corpus, self.labels.labels, self.labels.task, per_sentence(table, corpus))
+        self.scores[split] = scores
+        metric = main_metric(self.labels.task)
+        prefix = "val" if split == "validation" else split
+        for i, s in enumerate(scores, start=1):
+            self.log(f"{prefix}/{metric}_layer{i}", s[metric], sync_dist=False)
+        self.log(f"{prefix}/{metric}", scores[-1][metric], prog_bar=True, sync_dist=False)
+        self.log(f"{prefix}/{metric}_mean", sum(s[metric] for s in scores) / len(scores), sync_dist=False)
+
+    def validation_step(self, batch, batch_idx):
+        self._eval_step(batch)
+
+    def on_validation_epoch_end(self):
+        self._eval_end("validation")
+
+    def test_step(self, batch, batch_idx):
+        self._eval_step(batch)
+
+    def on_test_epoch_end(self):
+        self._eval_end("test")
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+        groups = [
+            {"params": [], "lr": hp.backbone_lr, "weight_decay": hp.weight_decay},
+            {"params": [], "lr": hp.backbone_lr, "weight_decay": 0.0},
+            {"params": [], "lr": hp.head_lr, "weight_decay": 0.0},
+        ]
+        for name, p in self.encoder.named_parameters():
+            if not p.requires_grad:
+                continue
+            if name.startswith("exits."):
+                groups[2]["params"].append(p)
+            else:
+                groups[1 if name.endswith(no_decay) else 0]["params"].append(p)
+        optimizer = torch.optim.AdamW([g for g in groups if g["params"]], fused=True)
+        total = self.trainer.estimated_stepping_batches
+        scheduler = get_linear_schedule_with_warmup(optimizer, int(hp.warmup_ratio * total), total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
