@@ -7,6 +7,8 @@ to even out ranks), so a score never counts a word twice.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from seqeval.metrics import accuracy_score, f1_score, precision_score, recall_score
 
@@ -73,6 +75,7 @@ def per_sentence(table: torch.Tensor, corpus: Corpus) -> list[torch.Tensor]:
 def score(gold: list[list[str]], pred: list[list[str]], task: str) -> dict[str, float]:
     """Entity precision/recall/F1 (conlleval-compatible seqeval) for ``ner``; accuracy for ``tagging``."""
     if task == "ner":
+        warnings.filterwarnings("ignore", module="seqeval")  # "ill-defined" warnings when nothing is predicted
         return {
             "f1": 100 * f1_score(gold, pred),
             "precision": 100 * precision_score(gold, pred),

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 from transformers import AutoModel, AutoTokenizer
+from transformers.utils import logging as hf_logging
 
 from tokexit.backbones import adapter_class
 from tokexit.data.tagging import LabelSet
@@ -38,6 +39,7 @@ def load_tagger(directory: str | Path) -> tuple[MultiExitEncoder, object, LabelS
     if not (directory / META_FILE).is_file():
         raise FileNotFoundError(f"{directory}: not a tokexit model directory (no {META_FILE})")
     meta = json.loads((directory / META_FILE).read_text())
+    hf_logging.disable_progress_bar()
     backbone = AutoModel.from_pretrained(directory, local_files_only=True)
     kwargs = adapter_class(backbone.config.model_type).tokenizer_kwargs(backbone.config)
     tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True, use_fast=True, **kwargs)

@@ -12,6 +12,7 @@ import pkgutil
 from pathlib import Path
 
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel
+from transformers.utils import logging as hf_logging
 
 from tokexit.backbones.base import BackboneAdapter, LayerParts, adapter_class, register_adapter
 
@@ -65,6 +66,7 @@ def load_backbone(
     config = AutoConfig.from_pretrained(path, local_files_only=True, **(config_overrides or {}))
     if random_init:
         return AutoModel.from_config(config)
+    hf_logging.disable_progress_bar()
     return AutoModel.from_pretrained(path, config=config, local_files_only=True)
 
 

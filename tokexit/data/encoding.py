@@ -22,7 +22,7 @@ def special_ids(tokenizer) -> tuple[int, int]:
 
 def word_subwords(tokenizer, sentences: list[list[str]]) -> list[list[list[int]]]:
     """Subword ids of every word of every sentence. A word the tokenizer maps to nothing gets [UNK]."""
-    encoded = tokenizer(sentences, is_split_into_words=True, add_special_tokens=False)
+    encoded = tokenizer(sentences, is_split_into_words=True, add_special_tokens=False, verbose=False)
     result = []
     for i, words in enumerate(sentences):
         pieces: list[list[int]] = [[] for _ in words]

@@ -87,13 +87,19 @@ def build_dataset(corpus: Corpus, tokenizer, labels: LabelSet | None, max_length
     })
     if len(sentences) == 0:
         return sentences.remove_columns(["words", "tags"])
-    return sentences.map(
-        encode_batch,
+    bars = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()  # encoding takes a second; its bar only clutters logs
+    try:
+        return sentences.map(
+            encode_batch,
         batched=True,
-        remove_columns=sentences.column_names,
-        fn_kwargs=dict(tokenizer=tokenizer, label_to_id=labels.to_id if labels else None, max_length=max_length),
-        desc=f"encoding {corpus.path}",
-    )
+            remove_columns=sentences.column_names,
+            fn_kwargs=dict(tokenizer=tokenizer, label_to_id=labels.to_id if labels else None,
+                           max_length=max_length),
+        )
+    finally:
+        if bars:
+            datasets.enable_progress_bars()
 
 
 def collate(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:

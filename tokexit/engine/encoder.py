@@ -26,6 +26,7 @@ class MultiExitEncoder(nn.Module):
         self.exits = nn.ModuleList(
             TokenExitHead(self.adapter.hidden_size, num_labels, dropout) for _ in range(self.num_layers)
         )
+        self.train()  # from_pretrained returns the backbone in eval mode; callers pick the mode
 
     @property
     def num_layers(self) -> int:
