@@ -77,11 +77,11 @@ def score(gold: list[list[str]], pred: list[list[str]], task: str) -> dict[str, 
     if task == "ner":
         warnings.filterwarnings("ignore", module="seqeval")  # "ill-defined" warnings when nothing is predicted
         return {
-            "f1": 100 * f1_score(gold, pred),
-            "precision": 100 * precision_score(gold, pred),
-            "recall": 100 * recall_score(gold, pred),
+            "f1": 100 * float(f1_score(gold, pred)),
+            "precision": 100 * float(precision_score(gold, pred)),
+            "recall": 100 * float(recall_score(gold, pred)),
         }
-    return {"accuracy": 100 * accuracy_score(gold, pred)}
+    return {"accuracy": 100 * float(accuracy_score(gold, pred))}
 
 
 def main_metric(task: str) -> str:

@@ -42,7 +42,8 @@ def train(cfg: DictConfig) -> dict:
     out = Path(cfg.output_dir)
     data = instantiate(cfg.data, _convert_="all")
     labels = data.prepare()
-    module = instantiate(cfg.model, _partial_=True, _convert_="all")(labels=labels)  # a LabelSet must not become a config
+    # partial: a LabelSet passed to instantiate would be turned into a config
+    module = instantiate(cfg.model, _partial_=True, _convert_="all")(labels=labels)
     metric = main_metric(labels.task)
     checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", monitor=f"val/{metric}", mode="max",
                                  filename="best", save_top_k=1)

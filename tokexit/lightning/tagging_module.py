@@ -50,6 +50,9 @@ class MultiExitTaggerModule(L.LightningModule):
             num_labels=len(labels.labels),
             head_dropout=head_dropout,
         )
+        pooler = getattr(self.encoder.backbone, "pooler", None)
+        if pooler is not None:  # tagging never reads the pooler; frozen, DDP does not wait for its gradients
+            pooler.requires_grad_(False)
         self.register_buffer("loss_weights", layer_weights(self.encoder.num_layers, loss_weights), persistent=False)
         self.collector = PredictionCollector()
         self.scores: dict[str, list[dict]] = {}

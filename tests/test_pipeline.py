@@ -1,0 +1,158 @@
+"""The real pipeline end to end: files -> datasets -> model -> Lightning -> metrics -> model dir -> evaluate/API."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import REPO, synthetic_sentences, write_conll
+from hydra import compose, initialize_config_dir
+
+from tokexit.api import Tagger
+from tokexit.data.conll import DataFormatError
+from tokexit.evaluate import evaluate
+from tokexit.train import train
+
+FAST = ["model=tiny", "model.backbone_lr=2e-3", "model.head_lr=5e-3", "data.batch_size=8",
+        "trainer.max_epochs=4", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+
+
+def config(name: str, overrides: list[str]):
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose(name, overrides=overrides)
+
+
+def data_overrides(files: dict[str, Path]) -> list[str]:
+    return [f"data.{split}_file={path}" for split, path in files.items()]
+
+
+def run_evaluate(model_dir: Path, test_file: Path, out: Path, *extra: str) -> dict:
+    return evaluate(config("evaluate", [f"model_dir={model_dir}", f"data.test_file={test_file}",
+                                        f"output_dir={out}", "batch_size=5", *extra]))
+
+
+def read_predictions(path: Path) -> list[list[list[str]]]:
+    sentences, current = [], []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line:
+            current.append(line.split("\t"))
+        else:
+            sentences.append(current)
+            current = []
+    return sentences
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict:
+    """A tiny model trained once on the synthetic NER files; shared by the tests below."""
+    root = tmp_path_factory.mktemp("trained")
+    files = {
+        "train": write_conll(root / "train.txt", synthetic_sentences(200, seed=1)),
+        "validation": write_conll(root / "dev.txt", synthetic_sentences(41, seed=2)),
+        "test": write_conll(root / "test.txt", synthetic_sentences(37, seed=3), sep=" "),
+    }
+    result = train(config("train", [*FAST, *data_overrides(files), f"output_dir={root / 'run'}"]))
+    return {"root": root, "files": files, "result": result, "model": root / "run" / "model"}
+
+
+def test_training_writes_model_metrics_and_learns(trained):
+    result, run = trained["result"], trained["root"] / "run"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert [layer["layer"] for layer in metrics["layers"]] == [1, 2, 3]
+    assert metrics["full_depth"] == {k: v for k, v in metrics["layers"][-1].items() if k != "layer"}
+    assert metrics["layers"] == result["layers"]
+    assert metrics["counts"]["test_sentences"] == 37
+    assert metrics["full_depth"]["f1"] > 50, metrics["layers"]  # a tiny random model learns the toy task
+    assert len(metrics["train_epoch_seconds"]) == 4
+    assert {"config.json", "model.safetensors", "exits.safetensors", "tokexit.json", "tokenizer.json"} <= {
+        p.name for p in (run / "model").iterdir()}
+    assert (run / "checkpoints" / "best.ckpt").is_file()
+    assert list((run / "logs").glob("*/metrics.csv"))
+
+
+def test_evaluate_matches_lightning_test_and_keeps_every_word(trained, tmp_path):
+    metrics = run_evaluate(trained["model"], trained["files"]["test"], tmp_path / "eval")
+    assert metrics["layers"] == trained["result"]["layers"]  # plain loop == Lightning test loop
+    written = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert written["full_depth"] == metrics["full_depth"] and written["words_per_second"] > 0
+    gold = synthetic_sentences(37, seed=3)
+    predicted = read_predictions(tmp_path / "eval" / "predictions.conll")
+    assert [[row[:2] for row in s] for s in predicted] == [[[w, t] for w, t in s] for s in gold]
+    assert all(len(row) == 3 for s in predicted for row in s)
+
+
+def test_python_api_tags_raw_and_pretokenised_text(trained, tmp_path):
+    tagger = Tagger.load(trained["model"])
+    words = [w for w, _ in synthetic_sentences(37, seed=3)[0]]
+    run_evaluate(trained["model"], trained["files"]["test"], tmp_path / "eval")
+    expected = [row[2] for row in read_predictions(tmp_path / "eval" / "predictions.conll")[0]]
+    assert [t.tag for t in tagger.tag([words])[0]] == expected
+    raw = tagger.tag(["alice went to paris.", ""])
+    assert [t.word for t in raw[0]] == ["alice", "went", "to", "paris", "."] and raw[1] == []
+    assert raw[0][0].tag == "B-PER" and raw[0][3].tag == "B-LOC"
+    assert {t.exit_layer for t in raw[0]} == {3}
+
+
+def test_long_sentences_are_windowed_not_truncated(trained, tmp_path):
+    long = [w for s in synthetic_sentences(40, seed=9) for w in s]  # one sentence of ~300 words
+    test = write_conll(tmp_path / "long.txt", [long, long[:5]])
+    metrics = run_evaluate(trained["model"], test, tmp_path / "eval")
+    predicted = read_predictions(tmp_path / "eval" / "predictions.conll")
+    assert [len(s) for s in predicted] == [len(long), 5]
+    assert metrics["counts"]["words"] == len(long) + 5
+    tagger = Tagger.load(trained["model"])
+    tagger.max_length = 24  # force many windows: the same tags as with room to spare, almost everywhere
+    narrow = [t.tag for t in tagger.tag([[w for w, _ in long]])[0]]
+    assert len(narrow) == len(long)
+    assert sum(a == b[2] for a, b in zip(narrow, predicted[0], strict=True)) > 0.9 * len(long)
+
+
+def test_iob1_files_are_scored_and_written_in_iob1(trained, tmp_path):
+    iob1 = [[("alice", "I-PER"), ("bob", "B-PER"), ("went", "O"), ("to", "O"), ("paris", "I-LOC")]]
+    test = write_conll(tmp_path / "iob1.txt", iob1 * 3)
+    run_evaluate(trained["model"], test, tmp_path / "eval")
+    predicted = read_predictions(tmp_path / "eval" / "predictions.conll")
+    assert [row[1] for row in predicted[0]] == ["I-PER", "B-PER", "O", "O", "I-LOC"]
+    assert all(not row[2].startswith("B-") or row[2] == "B-PER" for s in predicted for row in s)
+
+
+def test_unseen_test_label_is_reported(trained, tmp_path, caplog):
+    test = write_conll(tmp_path / "unseen.txt", [[("alice", "B-PER"), ("acme", "B-ORG")]])
+    metrics = run_evaluate(trained["model"], test, tmp_path / "eval")
+    assert metrics["unseen_labels"] == {"B-ORG": {"count": 1, "first_line": 2}}
+    assert "unseen.txt:2: label 'B-ORG' never seen in training" in caplog.text
+
+
+def test_malformed_test_file_names_file_and_line(trained, tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_text("alice\tB-PER\nwent\tO\textra\n", encoding="utf-8")
+    with pytest.raises(DataFormatError, match=r"bad\.txt:2: expected 2 columns"):
+        run_evaluate(trained["model"], bad, tmp_path / "eval")
+    bad.write_bytes(b"alice\tB-PER\n\xff\xfe\tO\n")
+    with pytest.raises(DataFormatError, match=r"bad\.txt:2"):
+        run_evaluate(trained["model"], bad, tmp_path / "eval")
+
+
+def test_empty_test_file_does_not_crash(trained, tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n", encoding="utf-8")
+    metrics = run_evaluate(trained["model"], empty, tmp_path / "eval")
+    assert metrics["counts"] == {"sentences": 0, "words": 0} and metrics["full_depth"] is None
+    assert (tmp_path / "eval" / "predictions.conll").read_text() == ""
+
+
+def test_empty_training_file_is_a_clear_error(ner_files, tmp_path):
+    empty = tmp_path / "empty_train.txt"
+    empty.write_text("", encoding="utf-8")
+    files = {**ner_files, "train": empty}
+    with pytest.raises(ValueError, match="empty_train.txt: no sentences to train on"):
+        train(config("train", [*FAST, *data_overrides(files), f"output_dir={tmp_path / 'run'}"]))
+
+
+def test_real_minilm_weights_learn_the_toy_task(ner_files, tmp_path):
+    overrides = ["model=minilm", "model.backbone_lr=1e-4", "trainer.max_epochs=1", "data.batch_size=16",
+                 "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "save_model=false"]
+    result = train(config("train", [*overrides, *data_overrides(ner_files), f"output_dir={tmp_path / 'run'}"]))
+    assert len(result["layers"]) == 6
+    assert result["full_depth"]["f1"] > 60, result["layers"]  # 13 steps from the pretrained weights
