@@ -113,6 +113,7 @@ def collate(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
         "word_positions": torch.full((b, w), -1, dtype=torch.long),
         "labels": torch.full((b, w), IGNORE, dtype=torch.long),
         "owned": torch.zeros((b, w), dtype=torch.bool),
+        "token_word": torch.full((b, t), -1, dtype=torch.long),  # word of each subword; -1: special or padding
         "sentence_id": torch.tensor([r["sentence_id"] for r in rows], dtype=torch.long),
         "word_offset": torch.tensor([r["word_offset"] for r in rows], dtype=torch.long),
     }
@@ -123,6 +124,9 @@ def collate(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
         batch["word_positions"][i, :m] = torch.tensor(r["word_positions"])
         batch["labels"][i, :m] = torch.tensor(r["labels"])
         batch["owned"][i, :m] = torch.tensor(r["owned"], dtype=torch.bool)
+        ends = r["word_positions"][1:] + [n - 1]  # the closing special token ends the last word
+        for j, (start, end) in enumerate(zip(r["word_positions"], ends, strict=True)):
+            batch["token_word"][i, start:end] = j
     return batch
 
 

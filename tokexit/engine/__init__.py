@@ -1,7 +1,8 @@
 """The inference engine: layers, exits, encoders. Needs only torch and transformers."""
 
+from tokexit.engine.early_exit import ExitOutput, early_exit_forward
 from tokexit.engine.encoder import MultiExitEncoder
 from tokexit.engine.heads import TokenExitHead
 from tokexit.engine.layer import encoder_layer, key_mask
 
-__all__ = ["MultiExitEncoder", "TokenExitHead", "encoder_layer", "key_mask"]
+__all__ = ["ExitOutput", "early_exit_forward", "MultiExitEncoder", "TokenExitHead", "encoder_layer", "key_mask"]

@@ -48,14 +48,23 @@ class MultiExitEncoder(nn.Module):
         )
 
     def hidden_states(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        token_masks: torch.Tensor | None = None,
     ) -> list[torch.Tensor]:
-        """The output of every layer: L tensors of (B, T, H)."""
+        """The output of every layer: L tensors of (B, T, H).
+
+        ``token_masks`` (L, B, T) bool, optional: halt-and-copy computed densely, with gradients:
+        h ← mᵢ ⊙ Layerᵢ(h) + (1 − mᵢ) ⊙ h. Halted tokens keep their state and still serve as keys and values.
+        """
         mask = key_mask(attention_mask)
         hidden = self.adapter.embed(input_ids, token_type_ids)
         states = []
         for i in range(self.num_layers):
-            hidden = self.layer(i, hidden, mask)
+            updated = self.layer(i, hidden, mask)
+            hidden = updated if token_masks is None else torch.where(token_masks[i][..., None], updated, hidden)
             states.append(hidden)
         return states
 

@@ -1,0 +1,77 @@
+"""Early-exit inference for sequence labeling: the layer loop with an exit policy and halt-and-copy.
+
+After every layer, the exit head of that layer classifies the active words (first subwords); the policy
+decides which words stop; a stopped word keeps that layer's prediction and all its subwords halt. [CLS]/[SEP]
+stay active while their sentence has an active word; the loop ends when nothing is active.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from tokexit.engine.encoder import MultiExitEncoder
+from tokexit.engine.flops import head_flops, layer_flops
+from tokexit.engine.halting import halted_layer
+from tokexit.exits.base import ExitPolicy
+
+
+@dataclass
+class ExitOutput:
+    predictions: torch.Tensor  # (B, W) label id of each word at its exit layer (0 for padding)
+    exit_layers: torch.Tensor  # (B, W) 1-based exit layer of each word (0 for padding)
+    flops: torch.Tensor  # (B,) analytic FLOPs spent on each sentence
+    token_active: list[torch.Tensor]  # per layer run, the (B, T) tokens that were computed
+    hidden: torch.Tensor  # (B, T, H) final states (each token's state at its exit)
+
+
+def token_activity(word_active: torch.Tensor, token_word: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, W) active words -> (B, T) active tokens: a word's subwords, plus the special tokens of every
+    sentence that still has an active word. ``token_word`` (B, T) is each subword's word, -1 for the rest."""
+    words_of_tokens = word_active.gather(1, token_word.clamp(min=0))  # (B, T)
+    special = (token_word < 0) & attention_mask.bool() & word_active.any(1, keepdim=True)
+    return torch.where(token_word >= 0, words_of_tokens, special)
+
+
+@torch.inference_mode()
+def early_exit_forward(
+    encoder: MultiExitEncoder,
+    policy: ExitPolicy,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    word_positions: torch.Tensor,
+    token_word: torch.Tensor,
+    token_type_ids: torch.Tensor | None = None,
+) -> ExitOutput:
+    """Run ``encoder`` with ``policy``. Shapes: ids/mask/token_word (B, T), word_positions (B, W) (-1 padding)."""
+    adapter, num_layers = encoder.adapter, encoder.num_layers
+    hidden_size, intermediate = adapter.hidden_size, adapter.layer(0).ffn_in.out_features
+    words = word_positions >= 0  # (B, W)
+    active = words.clone()
+    uncertainty = torch.zeros(words.shape, device=words.device)  # latest per word, frozen once it stops
+    predictions = torch.zeros(words.shape, dtype=torch.long, device=words.device)
+    exit_layers = torch.zeros_like(predictions)
+    tokens = attention_mask.sum(1)  # (B,)
+    flops = torch.zeros(len(tokens), dtype=torch.float64, device=words.device)
+    history = []
+
+    hidden = adapter.embed(input_ids, token_type_ids)  # (B, T, H)
+    for i in range(num_layers):
+        token_active = token_activity(active, token_word, attention_mask)  # (B, T)
+        history.append(token_active)
+        flops += layer_flops(tokens, token_active.sum(1), hidden_size, intermediate)
+        hidden = halted_layer(adapter.layer(i), hidden, attention_mask, token_active)
+
+        rows, cols = active.nonzero(as_tuple=True)  # active words, packed
+        logits = encoder.exits[i](hidden[rows, word_positions[rows, cols]])  # (N, C)
+        flops += head_flops(active.sum(1), hidden_size, logits.shape[-1])
+        predictions[rows, cols] = logits.argmax(-1)
+        uncertainty[rows, cols] = policy.uncertainty(logits)
+
+        stop = active if i == num_layers - 1 else policy.decide(i, num_layers, uncertainty, active, words) & active
+        exit_layers[stop] = i + 1
+        active &= ~stop
+        if not bool(active.any()):
+            break
+    return ExitOutput(predictions, exit_layers, flops, history, hidden)

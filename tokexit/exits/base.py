@@ -1,0 +1,62 @@
+"""Exit policies decide, after each layer, which words stop. They see (B, W) tensors only.
+
+A policy is one small class in its own module of this package plus one YAML file in ``conf/exit``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def normalised_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """(N, C) -> (N,) H(softmax) / log C, in [0, 1]."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    return -(logp.exp() * logp).sum(-1) / math.log(logits.shape[-1])
+
+
+def one_minus_max_prob(logits: torch.Tensor) -> torch.Tensor:
+    """(N, C) -> (N,) 1 - max softmax probability, in [0, 1 - 1/C]."""
+    return 1.0 - torch.softmax(logits.float(), dim=-1).amax(-1)
+
+
+UNCERTAINTY = {"entropy": normalised_entropy, "max_prob": one_minus_max_prob}
+
+
+class ExitPolicy:
+    """Base class. ``decide`` returns the words that stop after ``layer`` (0-based) among the active ones."""
+
+    name = "base"
+
+    def __init__(self, uncertainty: str = "entropy"):
+        if uncertainty not in UNCERTAINTY:
+            raise ValueError(f"uncertainty must be one of {sorted(UNCERTAINTY)}, not '{uncertainty}'")
+        self.uncertainty_name = uncertainty
+
+    def uncertainty(self, logits: torch.Tensor) -> torch.Tensor:
+        return UNCERTAINTY[self.uncertainty_name](logits)
+
+    def decide(
+        self, layer: int, num_layers: int, uncertainty: torch.Tensor, active: torch.Tensor, words: torch.Tensor
+    ) -> torch.Tensor:
+        """All arguments (B, W): ``uncertainty`` of every word's latest prediction (frozen for stopped words),
+        ``active`` words still running, ``words`` real (non-padding) words. Returns a (B, W) bool mask of the
+        words that stop now; the engine restricts it to active words and stops every word at the last layer."""
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        """The policy's settings, for metrics.json."""
+        return {"policy": self.name, "uncertainty": self.uncertainty_name}
+
+
+def layer_thresholds(threshold: float, num_layers: int, thresholds: list[float] | None,
+                     upper_factor: float) -> list[float]:
+    """Per-layer thresholds: explicit ``thresholds`` or ``threshold`` for the lower half of the layers and
+    ``upper_factor * threshold`` for the upper half (the token-level reference doubles it)."""
+    if thresholds is not None:
+        if len(thresholds) != num_layers:
+            raise ValueError(f"exit.thresholds has {len(thresholds)} values for {num_layers} layers")
+        return [float(t) for t in thresholds]
+    half = num_layers // 2
+    return [threshold if i < half else threshold * upper_factor for i in range(num_layers)]

@@ -1,0 +1,14 @@
+"""No early exit: every word runs all layers (the full model)."""
+
+from __future__ import annotations
+
+import torch
+
+from tokexit.exits.base import ExitPolicy
+
+
+class NoExit(ExitPolicy):
+    name = "none"
+
+    def decide(self, layer, num_layers, uncertainty, active, words) -> torch.Tensor:
+        return torch.zeros_like(active)

@@ -1,0 +1,30 @@
+"""Sentence-level exit: a sentence stops when its pooled word uncertainty is below the layer's threshold."""
+
+from __future__ import annotations
+
+import torch
+
+from tokexit.exits.base import ExitPolicy, layer_thresholds
+
+
+class SentenceExit(ExitPolicy):
+    name = "sentence"
+
+    def __init__(self, threshold: float, pool: str = "max", thresholds: list[float] | None = None,
+                 upper_factor: float = 1.0, uncertainty: str = "entropy"):
+        super().__init__(uncertainty)
+        if pool not in ("max", "mean"):
+            raise ValueError(f"exit.pool must be 'max' or 'mean', not '{pool}'")
+        self.threshold, self.pool, self.thresholds, self.upper_factor = threshold, pool, thresholds, upper_factor
+
+    def decide(self, layer, num_layers, uncertainty, active, words) -> torch.Tensor:
+        delta = layer_thresholds(self.threshold, num_layers, self.thresholds, self.upper_factor)[layer]
+        if self.pool == "max":
+            pooled = uncertainty.masked_fill(~words, float("-inf")).amax(1)  # (B,)
+        else:
+            pooled = (uncertainty * words).sum(1) / words.sum(1).clamp(min=1)  # (B,)
+        return (pooled < delta)[:, None] & words  # (B, W)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "threshold": self.threshold, "pool": self.pool,
+                "thresholds": self.thresholds, "upper_factor": self.upper_factor}

@@ -1,0 +1,23 @@
+"""Static truncation: every word stops after layer ``layer`` (1-based); the baseline for any exit method."""
+
+from __future__ import annotations
+
+import torch
+
+from tokexit.exits.base import ExitPolicy
+
+
+class StaticExit(ExitPolicy):
+    name = "static"
+
+    def __init__(self, layer: int, uncertainty: str = "entropy"):
+        super().__init__(uncertainty)
+        if layer < 1:
+            raise ValueError("exit.layer is 1-based and must be >= 1")
+        self.layer = layer
+
+    def decide(self, layer, num_layers, uncertainty, active, words) -> torch.Tensor:
+        return torch.full_like(active, layer + 1 >= self.layer)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "layer": self.layer}
