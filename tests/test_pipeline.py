@@ -156,3 +156,46 @@ def test_real_minilm_weights_learn_the_toy_task(ner_files, tmp_path):
     result = train(config("train", [*overrides, *data_overrides(ner_files), f"output_dir={tmp_path / 'run'}"]))
     assert len(result["layers"]) == 6
     assert result["full_depth"]["f1"] > 60, result["layers"]  # 13 steps from the pretrained weights
+
+
+def test_evaluate_with_exit_policies(trained, tmp_path):
+    model, test = trained["model"], trained["files"]["test"]
+    zero = run_evaluate(model, test, tmp_path / "zero", "exit=token_window", "exit.threshold=0.0", "timing_repeats=1")
+    assert zero["score"] == zero["full_depth"] and zero["flops_speedup"] <= 1.0
+    assert zero["avg_exit_layer"] == 3 and zero["exit_histogram"] == {"1": 0, "2": 0, "3": zero["counts"]["words"]}
+    rows = [r for s in read_predictions(tmp_path / "zero" / "predictions.conll") for r in s]
+    assert all(len(r) == 4 and r[3] == "3" for r in rows)
+
+    fast = run_evaluate(model, test, tmp_path / "fast", "exit=token_window", "exit.threshold=0.5", "exit.window=3",
+                        "timing_repeats=1")
+    assert fast["flops_speedup"] > 1.0 and fast["avg_exit_layer"] < 3 and fast["wall_speedup"] > 0
+    assert sum(fast["exit_histogram"].values()) == fast["counts"]["words"]
+    for args in (["exit=sentence", "exit.threshold=0.5"], ["exit=static", "exit.layer=1"]):
+        m = run_evaluate(model, test, tmp_path / args[0][5:], *args, "timing_repeats=1")
+        assert m["flops_speedup"] >= 1.0 and set(m["score"]) == {"f1", "precision", "recall"}
+    static = json.loads((tmp_path / "static" / "metrics.json").read_text())
+    assert static["exit_histogram"]["1"] == static["counts"]["words"]
+    assert static["score"] == {k: v for k, v in static["layers"][0].items() if k != "layer"}
+
+
+def test_calibration_reaches_the_target_speedup(trained, tmp_path):
+    m = run_evaluate(trained["model"], trained["files"]["test"], tmp_path / "cal", "exit=token_window",
+                     "exit.target_speedup=1.5", f"data.validation_file={trained['files']['validation']}",
+                     "timing_repeats=1")
+    cal = m["calibration"]
+    assert 0 < cal["threshold"] <= 1 and cal["target_speedup"] == 1.5
+    reached = [t for t in cal["trace"] if t["flops_speedup"] >= 1.5]
+    assert reached and min(t["threshold"] for t in reached) >= cal["threshold"] - 1e-9
+    assert m["exit"]["threshold"] == cal["threshold"]
+
+
+def test_api_returns_exit_layers_with_a_policy(trained):
+    from tokexit.exits import TokenWindowExit
+
+    tagger = Tagger.load(trained["model"])
+    words = [[w for w, _ in s] for s in synthetic_sentences(10, seed=3)]
+    full = tagger.tag(words)
+    none = tagger.tag(words, exit=TokenWindowExit(0.0))
+    assert [[t.tag for t in s] for s in none] == [[t.tag for t in s] for s in full]
+    early = tagger.tag(words, exit=TokenWindowExit(1.01, window=1))
+    assert {t.exit_layer for s in early for t in s} == {1}

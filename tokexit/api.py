@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from tokexit.data.conll import Corpus, Sentence
+from tokexit.exits.base import ExitPolicy
 from tokexit.model_io import load_tagger
 from tokexit.predict import predict_corpus
 
@@ -45,24 +46,26 @@ class Tagger:
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         return cls(encoder, tokenizer, labels, meta.get("max_length", 512), device)
 
-    def tag(self, sentences: str | list[str] | list[list[str]], batch_size: int = 32) -> list[list[TaggedWord]]:
+    def tag(self, sentences: str | list[str] | list[list[str]], batch_size: int = 32,
+            exit: ExitPolicy | None = None) -> list[list[TaggedWord]]:
         """Tag one raw string, a list of raw strings, or a list of pre-tokenised sentences (lists of words).
 
-        Every input word gets a tag, however long the sentence; an empty sentence gives an empty list.
+        ``exit``: an exit policy (e.g. ``TokenWindowExit(0.1, window=5)``); None runs the full model.
+        Every input word gets a tag and its exit layer, however long the sentence; an empty sentence gives [].
         """
         if isinstance(sentences, str):
             sentences = [sentences]
         words = [split_words(s) if isinstance(s, str) else list(s) for s in sentences]
         corpus = Corpus("<input>", "conll", [Sentence(w, None, 0) for w in words if w], "none", None)
-        predictions, _ = predict_corpus(self.encoder, self.tokenizer, self.labels, corpus,
-                                        batch_size=batch_size, max_length=self.max_length, device=self.device)
-        last = self.encoder.num_layers
-        it = iter(predictions)
+        run = predict_corpus(self.encoder, self.tokenizer, self.labels, corpus, policy=exit,
+                             batch_size=batch_size, max_length=self.max_length, device=self.device)
+        it = zip(run.predictions, run.exit_layers, strict=True)
         result = []
         for w in words:
             if not w:
                 result.append([])
                 continue
-            ids = next(it)[-1].tolist()
-            result.append([TaggedWord(word, self.labels.labels[k], last) for word, k in zip(w, ids, strict=True)])
+            tags, layers = next(it)
+            result.append([TaggedWord(word, self.labels.labels[k], int(e))
+                           for word, k, e in zip(w, tags.tolist(), layers.tolist(), strict=True)])
         return result
