@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p runs
-for exp in conll2003_minilm ewt_minilm; do
+for exp in conll2003_minilm ewt_minilm wnut17_minilm; do
     if [ ! -f "runs/${exp%_minilm}-minilm-l6/metrics.json" ]; then
         .venv/bin/python -m tokexit.train experiment=$exp > "runs/${exp%_minilm}-minilm-l6.log" 2>&1
     fi
