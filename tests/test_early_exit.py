@@ -180,4 +180,6 @@ def test_flops_counter_matches_torch_flop_counter():
         assert int(ours) == counter.get_total_flops()
         batch = {"input_ids": ids, "attention_mask": mask, "word_positions": positions,
                  "token_word": torch.arange(t)[None]}
-        assert int(run(enc, NoExit(), batch).flops[0]) == counter.get_total_flops()
+        last_head_only = full_model_flops(torch.tensor([t]), torch.tensor([t]), 4, 32, 48, 5, heads="last")
+        assert int(run(enc, NoExit(), batch).flops[0]) == int(last_head_only)  # NoExit skips the inner heads
+        assert int(ours - last_head_only) == 3 * 2 * t * 32 * 5

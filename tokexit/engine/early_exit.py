@@ -14,6 +14,7 @@ import torch
 from tokexit.engine.encoder import MultiExitEncoder
 from tokexit.engine.flops import head_flops, layer_flops
 from tokexit.engine.halting import halted_layer
+from tokexit.engine.layer import encoder_layer
 from tokexit.exits.base import ExitPolicy
 
 
@@ -34,6 +35,17 @@ def token_activity(word_active: torch.Tensor, token_word: torch.Tensor, attentio
     return torch.where(token_word >= 0, words_of_tokens, special)
 
 
+def run_flops(history: list[torch.Tensor], word_counts: list[torch.Tensor | None], tokens: torch.Tensor,
+              hidden: int, intermediate: int, num_labels: int) -> torch.Tensor:
+    """(B,) analytic FLOPs of a run, from the tokens computed in each layer and the words each exit head saw."""
+    flops = torch.zeros(len(tokens), dtype=torch.float64, device=tokens.device)
+    for token_active, words in zip(history, word_counts, strict=True):
+        flops += layer_flops(tokens, token_active.sum(1), hidden, intermediate)
+        if words is not None:
+            flops += head_flops(words, hidden, num_labels)
+    return flops
+
+
 @torch.inference_mode()
 def early_exit_forward(
     encoder: MultiExitEncoder,
@@ -46,32 +58,37 @@ def early_exit_forward(
 ) -> ExitOutput:
     """Run ``encoder`` with ``policy``. Shapes: ids/mask/token_word (B, T), word_positions (B, W) (-1 padding)."""
     adapter, num_layers = encoder.adapter, encoder.num_layers
-    hidden_size, intermediate = adapter.hidden_size, adapter.layer(0).ffn_in.out_features
     words = word_positions >= 0  # (B, W)
     active = words.clone()
     uncertainty = torch.zeros(words.shape, device=words.device)  # latest per word, frozen once it stops
     predictions = torch.zeros(words.shape, dtype=torch.long, device=words.device)
     exit_layers = torch.zeros_like(predictions)
-    tokens = attention_mask.sum(1)  # (B,)
-    flops = torch.zeros(len(tokens), dtype=torch.float64, device=words.device)
-    history = []
+    history, word_counts, all_active = [], [], True
 
     hidden = adapter.embed(input_ids, token_type_ids)  # (B, T, H)
     for i in range(num_layers):
-        token_active = token_activity(active, token_word, attention_mask)  # (B, T)
+        if all_active:  # nothing stopped yet: the dense layer, no bookkeeping
+            token_active = attention_mask.bool()
+            hidden = encoder_layer(adapter.layer(i), hidden, token_active[:, None, None, :])
+        else:
+            token_active = token_activity(active, token_word, attention_mask)  # (B, T)
+            hidden = halted_layer(adapter.layer(i), hidden, attention_mask, token_active)
         history.append(token_active)
-        flops += layer_flops(tokens, token_active.sum(1), hidden_size, intermediate)
-        hidden = halted_layer(adapter.layer(i), hidden, attention_mask, token_active)
-
+        last = i == num_layers - 1
+        if not (last or policy.can_stop(i, num_layers)):
+            word_counts.append(None)
+            continue
+        word_counts.append(active.sum(1))
         rows, cols = active.nonzero(as_tuple=True)  # active words, packed
         logits = encoder.exits[i](hidden[rows, word_positions[rows, cols]])  # (N, C)
-        flops += head_flops(active.sum(1), hidden_size, logits.shape[-1])
         predictions[rows, cols] = logits.argmax(-1)
         uncertainty[rows, cols] = policy.uncertainty(logits)
-
-        stop = active if i == num_layers - 1 else policy.decide(i, num_layers, uncertainty, active, words) & active
+        stop = active if last else policy.decide(i, num_layers, uncertainty, active, words) & active
         exit_layers[stop] = i + 1
         active &= ~stop
+        all_active = all_active and not bool(stop.any())
         if not bool(active.any()):
             break
+    flops = run_flops(history, word_counts, attention_mask.sum(1), adapter.hidden_size,
+                      adapter.layer(0).ffn_in.out_features, encoder.num_labels)
     return ExitOutput(predictions, exit_layers, flops, history, hidden)

@@ -40,10 +40,14 @@ def halted_layer(
     busy = active.any(1).nonzero().squeeze(1)  # (B',) sentences with work
     if busy.numel() == 0:
         return hidden
-    t = int(attention_mask[busy].sum(1).max())  # keys beyond the longest busy sentence are all padding
-    states = hidden[busy, :t]  # (B', T', H)
-    keys = attention_mask[busy, :t].bool()[:, None, None, :]  # (B', 1, 1, T')
-    act = active[busy, :t]  # (B', T')
+    if len(busy) == len(hidden):  # every sentence busy: slices, no copies
+        busy_mask, busy_active, busy_hidden = attention_mask, active, hidden
+    else:
+        busy_mask, busy_active, busy_hidden = attention_mask[busy], active[busy], hidden[busy]
+    t = int(busy_mask.sum(1).max())  # keys beyond the longest busy sentence are all padding
+    states = busy_hidden[:, :t]  # (B', T', H)
+    keys = busy_mask[:, :t].bool()[:, None, None, :]  # (B', 1, 1, T')
+    act = busy_active[:, :t]  # (B', T')
     x, r, c = gather_active(states, act)  # (N, H)
     slot = (act.cumsum(1) - 1)[r, c]  # position of each active token among its sentence's active tokens
     b, n, d = len(busy), parts.num_heads, parts.head_dim

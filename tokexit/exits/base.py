@@ -37,6 +37,10 @@ class ExitPolicy:
     def uncertainty(self, logits: torch.Tensor) -> torch.Tensor:
         return UNCERTAINTY[self.uncertainty_name](logits)
 
+    def can_stop(self, layer: int, num_layers: int) -> bool:
+        """Whether ``decide`` may stop anything after ``layer``; where not, the engine skips that exit head."""
+        return True
+
     def decide(
         self, layer: int, num_layers: int, uncertainty: torch.Tensor, active: torch.Tensor, words: torch.Tensor
     ) -> torch.Tensor:

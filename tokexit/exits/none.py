@@ -10,5 +10,8 @@ from tokexit.exits.base import ExitPolicy
 class NoExit(ExitPolicy):
     name = "none"
 
+    def can_stop(self, layer, num_layers) -> bool:
+        return False
+
     def decide(self, layer, num_layers, uncertainty, active, words) -> torch.Tensor:
         return torch.zeros_like(active)

@@ -33,6 +33,9 @@ class PrescribedExit(ExitPolicy):
             raise ValueError("exit.layer is 1-based and must be >= 1")
         self.fraction, self.layer = float(fraction), layer
 
+    def can_stop(self, layer, num_layers) -> bool:
+        return layer + 1 == self.layer
+
     def decide(self, layer, num_layers, uncertainty, active, words) -> torch.Tensor:
         if layer + 1 != self.layer:
             return torch.zeros_like(active)

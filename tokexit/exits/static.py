@@ -16,6 +16,9 @@ class StaticExit(ExitPolicy):
             raise ValueError("exit.layer is 1-based and must be >= 1")
         self.layer = layer
 
+    def can_stop(self, layer, num_layers) -> bool:
+        return layer + 1 >= self.layer
+
     def decide(self, layer, num_layers, uncertainty, active, words) -> torch.Tensor:
         return torch.full_like(active, layer + 1 >= self.layer)
 
