@@ -22,9 +22,16 @@ from tokexit.exits.base import ExitPolicy
 class ExitOutput:
     predictions: torch.Tensor  # (B, W) label id of each word at its exit layer (0 for padding)
     exit_layers: torch.Tensor  # (B, W) 1-based exit layer of each word (0 for padding)
-    flops: torch.Tensor  # (B,) analytic FLOPs spent on each sentence
     token_active: list[torch.Tensor]  # per layer run, the (B, T) tokens that were computed
     hidden: torch.Tensor  # (B, T, H) final states (each token's state at its exit)
+    word_counts: list[torch.Tensor | None]  # per layer run, (B,) words its exit head classified (None: skipped)
+    shape: tuple[int, int, int]  # hidden size, feed-forward size, number of labels
+
+    @property
+    def flops(self) -> torch.Tensor:
+        """(B,) analytic FLOPs spent on each sentence (bookkeeping, computed on demand, not during the run)."""
+        tokens = self.token_active[0].sum(1)  # the first layer always computes every real token
+        return run_flops(self.token_active, self.word_counts, tokens, *self.shape)
 
 
 def token_activity(word_active: torch.Tensor, token_word: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -89,6 +96,5 @@ def early_exit_forward(
         all_active = all_active and not bool(stop.any())
         if not bool(active.any()):
             break
-    flops = run_flops(history, word_counts, attention_mask.sum(1), adapter.hidden_size,
-                      adapter.layer(0).ffn_in.out_features, encoder.num_labels)
-    return ExitOutput(predictions, exit_layers, flops, history, hidden)
+    shape = (adapter.hidden_size, adapter.layer(0).ffn_in.out_features, encoder.num_labels)
+    return ExitOutput(predictions, exit_layers, history, hidden, word_counts, shape)
