@@ -144,6 +144,7 @@ def onnx_runner(model: PreTrainedModel, batch: dict[str, torch.Tensor], folder: 
         torch.onnx.export(model, inputs, path, input_names=["input_ids", "attention_mask"], output_names=["logits"])
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # no busy-waiting threads
         cuda = batch["input_ids"].is_cuda and "CUDAExecutionProvider" in ort.get_available_providers()
         session = ort.InferenceSession(path, options, providers=["CUDAExecutionProvider" if cuda else
                                                                  "CPUExecutionProvider"])
@@ -247,11 +248,14 @@ def run_cell(backbone_name: str, backbone: PreTrainedModel, encoder: MultiExitEn
     fns: dict[str, Callable[[], object]] = {name: exit_runner(encoder, p, batch) for name, p in policies.items()}
     fns["encoder"] = lambda: encoder(batch["input_ids"], batch["attention_mask"], batch["word_positions"])
     fns["hf"] = lambda: hf(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    results, best = time_interleaved(fns, args.repeats, device)
     with tempfile.TemporaryDirectory() as folder:
+        # timed on its own, after the torch runners: ONNX Runtime's thread pool would slow whatever runs next
         onnx = onnx_runner(hf, batch, folder) if args.onnx else "disabled (--no-onnx)"
         if callable(onnx):
-            fns["onnx"] = onnx
-        results, best = time_interleaved(fns, args.repeats, device)
+            onnx_results, onnx_best = time_interleaved({"onnx": onnx}, args.repeats, device)
+            results.update(onnx_results)
+            best.update(onnx_best)
 
     tokens, words = batch_size * length, int((cpu_batch["word_positions"] >= 0).sum())
     reference = full_flops(encoder, batch)
