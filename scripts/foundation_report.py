@@ -39,9 +39,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--note", action="append", default=[], help="a line for the notes section (repeatable)")
     args = parser.parse_args()
     sections = [run_section(r) for r in args.runs if (r / "metrics.json").is_file()]
     text = "# Foundation: multi-exit MiniLM-L6 taggers, test scores per exit layer\n\n" + "\n".join(sections)
+    if args.note:
+        text += "\n## Notes\n\n" + "\n".join(f"- {n}" for n in args.note) + "\n"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     print(text)
