@@ -52,9 +52,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweeps", nargs="+", type=Path)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--eval", nargs="*", type=Path, default=[],
+                        help="metrics.json files of tokexit.evaluate runs with an exit policy (wall-clock checks)")
     args = parser.parse_args()
     text = "# Early exit for sequence labeling: accuracy vs speed-up\n\n" + "\n".join(
         section(p) for p in args.sweeps if p.is_file())
+    if args.eval:
+        text += ("\n## Wall-clock checks (`tokexit.evaluate`, full model and policy timed interleaved, best of "
+                 "`timing_repeats`)\n\n| run | batch | score | FLOPs speed-up | wall speed-up | wall / FLOPs |\n"
+                 "|---|---|---|---|---|---|\n")
+        for path in args.eval:
+            m = json.loads(path.read_text())
+            ratio = m["wall_speedup"] / m["flops_speedup"]
+            text += (f"| `{m['command']}` | {m['batch_size']} | {m['score'][m['metric']]:.2f} | "
+                     f"{m['flops_speedup']:.2f} | {m['wall_speedup']:.2f} | {ratio:.2f} |\n")
     args.out.write_text(text)
     print(text)
 

@@ -4,7 +4,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 S=${TOKEXIT_DATA_ROOT:-../shared/data}
-sweep() { .venv/bin/python scripts/sweep_exits.py --model-dir "runs/$1-minilm-l6/model" --test-file "$2" --out "reports/sweep_$1"; }
+T=0.01,0.02,0.05,0.1,0.15,0.2,0.3,0.4,0.6
+sweep() { .venv/bin/python scripts/sweep_exits.py --model-dir "runs/$1-minilm-l6/model" --test-file "$2" \
+    --out "reports/sweep_$1" --thresholds $T --timing-repeats 2; }
 [ -d runs/conll2003-minilm-l6/model ] && sweep conll2003 "$S/conll2003/eng.testb"
+[ -d runs/conll2003-minilm-l6/model ] && .venv/bin/python scripts/sweep_exits.py --model-dir runs/conll2003-minilm-l6/model \
+    --test-file "$S/conll2003/eng.testb" --out reports/sweep_conll2003_upper2 --windows 3,5 \
+    --thresholds 0.01,0.02,0.05,0.1,0.15,0.2,0.3 --upper-factor 2 --timing-repeats 1
 [ -d runs/ewt-minilm-l6/model ] && sweep ewt "$S/ud_english_ewt/en_ewt-ud-test.conllu"
 [ -d runs/wnut17-minilm-l6/model ] && sweep wnut17 "$S/wnut17/emerging.test.annotated"
+# wall-clock check of one setting (about 2x) at batch 32 and batch 1, three interleaved timings each
+for bs in 32 1; do
+    .venv/bin/python -m tokexit.evaluate model_dir=runs/conll2003-minilm-l6/model data=conll2003 \
+        output_dir=reports/eval_conll2003_tw3_b$bs batch_size=$bs exit=token_window exit.window=3 \
+        exit.threshold=0.02 timing_repeats=3
+    rm -f reports/eval_conll2003_tw3_b$bs/predictions.conll
+done
+.venv/bin/python scripts/early_exit_report.py reports/sweep_conll2003.json reports/sweep_conll2003_upper2.json reports/sweep_ewt.json reports/sweep_wnut17.json --out reports/early_exit.md \
+    --eval reports/eval_conll2003_tw3_b32/metrics.json reports/eval_conll2003_tw3_b1/metrics.json
