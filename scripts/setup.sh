@@ -10,8 +10,14 @@ fi
 export PIP_CONSTRAINT="$PWD/constraints.txt"
 stamp=.venv/.tokexit-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
-    .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-    .venv/bin/python -m pip install -q "torch==2.13.0"
-    .venv/bin/python -m pip install -q -e ".[embedded,plot,dev]"
+    log=.venv/setup.log
+    echo "setting up .venv (log: $log)"
+    if ! { .venv/bin/python -m pip install --upgrade pip \
+            && .venv/bin/python -m pip install "torch==2.13.0" \
+            && .venv/bin/python -m pip install -e ".[embedded,plot,dev]"; } > "$log" 2>&1; then
+        tail -n 40 "$log" >&2
+        echo "scripts/setup.sh: installation failed, see $log" >&2
+        exit 1
+    fi
     touch "$stamp"
 fi
