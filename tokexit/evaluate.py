@@ -107,6 +107,10 @@ def evaluate(cfg: DictConfig) -> dict:
     run = full
     if not isinstance(policy, NoExit):
         if target is not None:
+            if "threshold" not in exit_cfg:
+                raise ValueError(f"exit.target_speedup needs a policy with a threshold, not '{policy.name}'")
+            if not d.validation_file:
+                raise ValueError("exit.target_speedup calibrates on data.validation_file: give one")
             val = load_corpus(str(d.validation_file), options)
             val_loader = load(val)
             threshold, trace = calibrate(lambda t: instantiate(exit_cfg, threshold=t), float(target),
