@@ -58,9 +58,9 @@ def per_sentence(table: torch.Tensor, corpus: Corpus) -> list[torch.Tensor]:
         return []
     max_words = max(len(s.words) for s in corpus.sentences)
     key = table[:, 0] * (max_words + 1) + table[:, 1]
-    key, first = torch.unique(key, return_inverse=True)
+    key, slot = torch.unique(key, return_inverse=True)
     rows = torch.zeros((len(key), table.shape[1]), dtype=table.dtype)
-    rows[first] = table  # duplicates carry identical values
+    rows[slot] = table  # duplicates land on the same slot and carry identical values
     lengths = torch.bincount(rows[:, 0], minlength=n_sent).tolist()
     expected = [len(s.words) for s in corpus.sentences]
     if lengths != expected:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import time
 from dataclasses import dataclass
 
@@ -10,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from tokexit.data.conll import Corpus
-from tokexit.data.tagging import LabelSet, build_dataset, collate
+from tokexit.data.tagging import LabelSet, build_dataset, length_sorted_loader
 from tokexit.engine import MultiExitEncoder, early_exit_forward
 from tokexit.engine.flops import full_model_flops
 from tokexit.evaluation import PredictionCollector, per_sentence
@@ -20,10 +19,7 @@ from tokexit.exits.base import ExitPolicy
 def corpus_loader(corpus: Corpus, tokenizer, labels: LabelSet | None, batch_size: int, max_length: int) -> DataLoader:
     """Windows of the corpus in batches of similar length (less padding; results do not depend on it)."""
     data = build_dataset(corpus, tokenizer, labels, max_length)
-    lengths = [len(ids) for ids in data["input_ids"]]
-    order = sorted(range(len(data)), key=lambda i: lengths[i])
-    return DataLoader(data.select(order), batch_size=batch_size,
-                      collate_fn=functools.partial(collate, pad_id=tokenizer.pad_token_id))
+    return length_sorted_loader(data, batch_size, tokenizer.pad_token_id)
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 from collections.abc import Iterator
@@ -128,6 +129,15 @@ def collate(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
         for j, (start, end) in enumerate(zip(r["word_positions"], ends, strict=True)):
             batch["token_word"][i, start:end] = j
     return batch
+
+
+def length_sorted_loader(data: datasets.Dataset, batch_size: int, pad_id: int,
+                         num_workers: int = 0) -> torch.utils.data.DataLoader:
+    """Evaluation batches of windows sorted by length: less padding; results do not depend on the order."""
+    lengths = [len(ids) for ids in data["input_ids"]] if len(data) else []
+    order = sorted(range(len(data)), key=lambda i: lengths[i])
+    return torch.utils.data.DataLoader(data.select(order), batch_size=batch_size, num_workers=num_workers,
+                                       collate_fn=functools.partial(collate, pad_id=pad_id))
 
 
 class LengthGroupedSampler(torch.utils.data.Sampler[int]):

@@ -16,6 +16,7 @@ from tokexit.data.tagging import (
     ReaderOptions,
     build_dataset,
     collate,
+    length_sorted_loader,
     load_corpus,
     report_unseen_labels,
 )
@@ -97,16 +98,12 @@ class TaggingDataModule(L.LightningDataModule):
     def _loader(self, split: str, train: bool) -> DataLoader:
         if split not in self.datasets:
             raise ValueError(f"no data.{split}_file given")
-        data = self.datasets[split]
-        pad = functools.partial(collate, pad_id=self.tokenizer.pad_token_id)
-        lengths = [len(ids) for ids in data["input_ids"]]
-        if train:
-            sampler = LengthGroupedSampler(lengths, self.batch_size, seed=self.seed)
-            return DataLoader(data, batch_size=self.batch_size, sampler=sampler, collate_fn=pad,
-                              num_workers=self.num_workers)
-        order = sorted(range(len(data)), key=lambda i: lengths[i])  # less padding; order does not matter
-        return DataLoader(data.select(order), batch_size=self.eval_batch_size, collate_fn=pad,
-                          num_workers=self.num_workers)
+        data, pad_id = self.datasets[split], self.tokenizer.pad_token_id
+        if not train:
+            return length_sorted_loader(data, self.eval_batch_size, pad_id, self.num_workers)
+        sampler = LengthGroupedSampler([len(ids) for ids in data["input_ids"]], self.batch_size, seed=self.seed)
+        return DataLoader(data, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
+                          collate_fn=functools.partial(collate, pad_id=pad_id))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)
