@@ -199,3 +199,47 @@ def test_api_returns_exit_layers_with_a_policy(trained):
     assert [[t.tag for t in s] for s in none] == [[t.tag for t in s] for s in full]
     early = tagger.tag(words, exit=TokenWindowExit(1.01, window=1))
     assert {t.exit_layer for s in early for t in s} == {1}
+
+
+def self_sampling_module(trained, **settings):
+    from tokexit.lightning import SelfSamplingTaggerModule
+    from tokexit.model_io import load_tagger
+
+    _, _, labels, _ = load_tagger(trained["model"])
+    return SelfSamplingTaggerModule(labels, backbone=str(trained["model"]), **settings), labels
+
+
+def test_self_sampling_replay_equals_inference(trained):
+    """The training-time replay of one fixed setting gives exactly the exit layers of early-exit inference."""
+    import torch
+
+    from tokexit.data.tagging import build_dataset, collate, load_corpus
+    from tokexit.engine import early_exit_forward
+    from tokexit.exits import TokenWindowExit
+    from tokexit.model_io import load_tagger
+
+    module, labels = self_sampling_module(trained, windows=(3, 3), thresholds=(0.3, 0.3),
+                                          aggressive_fraction=0.0, full_fraction=0.0)
+    encoder, tokenizer, _, _ = load_tagger(trained["model"])
+    data = build_dataset(load_corpus(str(trained["files"]["test"])), tokenizer, labels, 64)
+    batch = collate([data[i] for i in range(12)], pad_id=tokenizer.pad_token_id)
+    _, word_masks = module.sample_masks(batch)  # (L, B, W)
+    out = early_exit_forward(encoder, TokenWindowExit(0.3, window=3), batch["input_ids"], batch["attention_mask"],
+                             batch["word_positions"], batch["token_word"])
+    words = batch["word_positions"] >= 0
+    assert torch.equal(word_masks.sum(0)[words], out.exit_layers[words])  # active in layers 1..exit layer
+    assert (out.exit_layers[words] < encoder.num_layers).any(), "the setting should stop some words early"
+
+    full, _ = self_sampling_module(trained, full_fraction=1.0, aggressive_fraction=0.0)
+    tokens, word_masks = full.sample_masks(batch)
+    assert word_masks[:, words].all() and tokens[:, batch["attention_mask"].bool()].all()
+
+
+def test_self_sampling_stage_trains_from_a_stage_one_model(trained, tmp_path):
+    overrides = [*FAST, "model=self_sampling", f"model.backbone={trained['model']}", "trainer.max_epochs=1",
+                 *data_overrides(trained["files"]), f"output_dir={tmp_path / 'stage2'}"]
+    result = train(config("train", overrides))
+    assert result["full_depth"]["f1"] > 50
+    metrics = run_evaluate(tmp_path / "stage2" / "model", trained["files"]["test"], tmp_path / "eval",
+                           "exit=token_window", "exit.threshold=0.2")
+    assert metrics["flops_speedup"] > 1.0

@@ -33,6 +33,17 @@ def save_tagger(encoder: MultiExitEncoder, tokenizer, labels: LabelSet, director
     return directory
 
 
+def load_exits(encoder: MultiExitEncoder, labels: LabelSet, directory: str | Path) -> None:
+    """Load the exit heads of the tokexit model in ``directory`` into ``encoder``; its labels must be ``labels``."""
+    directory = Path(directory)
+    if not (directory / META_FILE).is_file():
+        raise FileNotFoundError(f"{directory}: not a tokexit model directory (no {META_FILE})")
+    saved = json.loads((directory / META_FILE).read_text())["labels"]
+    if saved != labels.labels:
+        raise ValueError(f"{directory}: the model's labels {saved} differ from the data's {labels.labels}")
+    encoder.exits.load_state_dict(load_file(directory / EXITS_FILE))
+
+
 def load_tagger(directory: str | Path) -> tuple[MultiExitEncoder, object, LabelSet, dict]:
     """-> (encoder in eval mode, tokenizer, label set, metadata)."""
     directory = Path(directory)
@@ -45,5 +56,5 @@ def load_tagger(directory: str | Path) -> tuple[MultiExitEncoder, object, LabelS
     tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True, use_fast=True, **kwargs)
     labels = LabelSet(meta["labels"], meta["task"], meta.get("scheme", "bio"))
     encoder = MultiExitEncoder(backbone, len(labels.labels))
-    encoder.exits.load_state_dict(load_file(directory / EXITS_FILE))
+    load_exits(encoder, labels, directory)
     return encoder.eval(), tokenizer, labels, meta
