@@ -1,7 +1,8 @@
 """Save and load a trained tokexit model as a directory: Hugging Face backbone + exit heads + labels.
 
 Layout: ``config.json`` + ``model.safetensors`` (the backbone, loadable with ``AutoModel``), ``exits.safetensors``
-(the exit heads), ``tokexit.json`` (labels, task, scheme, max length) and the tokenizer files.
+(the exit heads; a classifier's also hold its pooler under ``pooler.``), ``tokexit.json`` (kind, labels, task,
+max length) and the tokenizer files. Kinds: ``token_tagger`` and ``sequence_classifier``.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from transformers import AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 from tokexit.backbones import adapter_class
+from tokexit.data.classification import ClassificationTask
 from tokexit.data.tagging import LabelSet
 from tokexit.engine import MultiExitEncoder
+from tokexit.engine.classifier import MultiExitClassifier
 
 META_FILE = "tokexit.json"
 EXITS_FILE = "exits.safetensors"
@@ -33,12 +36,62 @@ def save_tagger(encoder: MultiExitEncoder, tokenizer, labels: LabelSet, director
     return directory
 
 
-def load_exits(encoder: MultiExitEncoder, labels: LabelSet, directory: str | Path) -> None:
-    """Load the exit heads of the tokexit model in ``directory`` into ``encoder``; its labels must be ``labels``."""
+def read_meta(directory: str | Path) -> dict:
+    """The ``tokexit.json`` of a model directory (FileNotFoundError naming the directory if it is not one)."""
     directory = Path(directory)
     if not (directory / META_FILE).is_file():
         raise FileNotFoundError(f"{directory}: not a tokexit model directory (no {META_FILE})")
-    saved = json.loads((directory / META_FILE).read_text())["labels"]
+    return json.loads((directory / META_FILE).read_text())
+
+
+def save_classifier(model: MultiExitClassifier, tokenizer, task: ClassificationTask, directory: str | Path,
+                    max_length: int, extra: dict | None = None) -> Path:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.backbone.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    heads = {f"exits.{k}": v for k, v in model.exits.state_dict().items()}
+    heads.update({f"pooler.{k}": v for k, v in model.pooler.state_dict().items()})
+    save_file({k: v.contiguous() for k, v in heads.items()}, directory / EXITS_FILE)
+    meta = {"kind": "sequence_classifier", **task.to_dict(), "max_length": max_length,
+            "num_layers": model.num_layers, **(extra or {})}
+    (directory / META_FILE).write_text(json.dumps(meta, indent=2))
+    return directory
+
+
+def load_classifier(directory: str | Path) -> tuple[MultiExitClassifier, object, ClassificationTask, dict]:
+    """-> (classifier in eval mode, tokenizer, task, metadata)."""
+    directory = Path(directory)
+    meta = read_meta(directory)
+    if meta.get("kind") != "sequence_classifier":
+        raise ValueError(f"{directory}: a {meta.get('kind')} model, not a sequence classifier")
+    backbone, tokenizer = _load_backbone_and_tokenizer(directory)
+    task = ClassificationTask.from_dict(meta)
+    model = MultiExitClassifier(backbone, task.num_outputs)
+    state = load_file(directory / EXITS_FILE)
+    model.exits.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("exits.")})
+    model.pooler.load_state_dict({k[7:]: v for k, v in state.items() if k.startswith("pooler.")})
+    return model.eval(), tokenizer, task, meta
+
+
+def _load_backbone_and_tokenizer(directory: Path):
+    hf_logging.disable_progress_bar()
+    backbone = AutoModel.from_pretrained(directory, local_files_only=True)
+    kwargs = adapter_class(backbone.config.model_type).tokenizer_kwargs(backbone.config)
+    tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True, use_fast=True, **kwargs)
+    return backbone, tokenizer
+
+
+def save_model(encoder: MultiExitEncoder, tokenizer, labels, directory: str | Path, max_length: int) -> Path:
+    """Save a tagger or a classifier, whichever ``encoder`` is."""
+    if isinstance(encoder, MultiExitClassifier):
+        return save_classifier(encoder, tokenizer, labels, directory, max_length)
+    return save_tagger(encoder, tokenizer, labels, directory, max_length)
+
+
+def load_exits(encoder: MultiExitEncoder, labels: LabelSet, directory: str | Path) -> None:
+    """Load the exit heads of the tokexit model in ``directory`` into ``encoder``; its labels must be ``labels``."""
+    saved = read_meta(directory)["labels"]
     if saved != labels.labels:
         raise ValueError(f"{directory}: the model's labels {saved} differ from the data's {labels.labels}")
     encoder.exits.load_state_dict(load_file(directory / EXITS_FILE))
@@ -47,13 +100,10 @@ def load_exits(encoder: MultiExitEncoder, labels: LabelSet, directory: str | Pat
 def load_tagger(directory: str | Path) -> tuple[MultiExitEncoder, object, LabelSet, dict]:
     """-> (encoder in eval mode, tokenizer, label set, metadata)."""
     directory = Path(directory)
-    if not (directory / META_FILE).is_file():
-        raise FileNotFoundError(f"{directory}: not a tokexit model directory (no {META_FILE})")
-    meta = json.loads((directory / META_FILE).read_text())
-    hf_logging.disable_progress_bar()
-    backbone = AutoModel.from_pretrained(directory, local_files_only=True)
-    kwargs = adapter_class(backbone.config.model_type).tokenizer_kwargs(backbone.config)
-    tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True, use_fast=True, **kwargs)
+    meta = read_meta(directory)
+    if meta.get("kind", "token_tagger") != "token_tagger":
+        raise ValueError(f"{directory}: a {meta.get('kind')} model, not a tagger")
+    backbone, tokenizer = _load_backbone_and_tokenizer(directory)
     labels = LabelSet(meta["labels"], meta["task"], meta.get("scheme", "bio"))
     encoder = MultiExitEncoder(backbone, len(labels.labels))
     load_exits(encoder, labels, directory)

@@ -45,7 +45,7 @@ def run_corpus(encoder: MultiExitEncoder, loader: DataLoader, corpus: Corpus, po
     """``policy=None``: the full model with every exit's prediction (per-layer tables). Otherwise early exit."""
     device = torch.device(device)
     encoder = encoder.to(device).eval()
-    a = encoder.adapter
+    shape = encoder.cost_shape()
     collector, flops, full, seconds = PredictionCollector(), 0.0, 0.0, 0.0
     for batch in loader:  # warm-up: allocator and kernel selection, untimed
         encoder(*(batch[k].to(device) for k in ("input_ids", "attention_mask", "word_positions")))
@@ -53,15 +53,15 @@ def run_corpus(encoder: MultiExitEncoder, loader: DataLoader, corpus: Corpus, po
     for batch in loader:
         inputs = {k: v.to(device) for k, v in batch.items()}
         words = (batch["word_positions"] >= 0).sum(1)
-        full += float(full_model_flops(batch["attention_mask"].sum(1), words, encoder.num_layers, a.hidden_size,
-                                       a.layer(0).ffn_in.out_features, encoder.num_labels, heads="last").sum())
+        full += float(full_model_flops(batch["attention_mask"].sum(1), words, shape["steps"], shape["hidden"],
+                                       shape["intermediate"], shape["num_labels"], "last", shape["attention"]).sum())
         _sync(device)
         start = time.perf_counter()
         if policy is None:
             preds = encoder(inputs["input_ids"], inputs["attention_mask"], inputs["word_positions"]).argmax(-1)
             _sync(device)
             seconds += time.perf_counter() - start
-            layers = torch.full_like(preds[0], encoder.num_layers)
+            layers = torch.full_like(preds[0], shape["steps"])
             collector.add(batch, torch.cat([preds[-1:], layers[None], preds]).cpu())
             continue
         out = early_exit_forward(encoder, policy, inputs["input_ids"], inputs["attention_mask"],

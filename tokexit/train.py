@@ -1,4 +1,7 @@
-"""Train a multi-exit tagger: ``python -m tokexit.train [data=...] [model=...] [trainer=...] [key=value]``.
+"""Train a multi-exit tagger or classifier: ``python -m tokexit.train [data=...] [model=...] [trainer=...]
+[experiment=...] [key=value]``. Sequence-labeling data (``data=conll2003``…) trains a tagger, sentence(-pair)
+data (``data=sst2``…, GLUE TSV files) a classifier; the model config must match (``model=minilm`` /
+``model=minilm_classifier``).
 
 Writes ``output_dir/model`` (a model directory, see :mod:`tokexit.model_io`), ``output_dir/metrics.json``
 (test scores of every exit layer) and Lightning checkpoints and CSV logs under ``output_dir``.
@@ -18,7 +21,7 @@ from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
 from tokexit.evaluation import main_metric
-from tokexit.model_io import save_tagger
+from tokexit.model_io import save_model
 from tokexit.reporting import command_line, layer_table, write_json
 
 log = logging.getLogger("tokexit.train")
@@ -44,7 +47,12 @@ def train(cfg: DictConfig) -> dict:
     labels = data.prepare()
     # partial: a LabelSet passed to instantiate would be turned into a config
     module = instantiate(cfg.model, _partial_=True, _convert_="all")(labels=labels)
-    metric = main_metric(labels.task)
+    classifier = labels.task in ("classification", "regression")
+    if classifier != module.__class__.__name__.endswith("ClassifierModule"):
+        raise ValueError(f"data={cfg.data.name} is a {labels.task} task but model={cfg.model.name} builds "
+                         f"{module.__class__.__name__}: use model=minilm_classifier for sentence(-pair) data and "
+                         "model=minilm for sequence labeling")
+    metric = labels.metric if classifier else main_metric(labels.task)
     checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", monitor=f"val/{metric}", mode="max",
                                  filename="best", save_top_k=1)
     timer = EpochTimer()
@@ -55,7 +63,6 @@ def train(cfg: DictConfig) -> dict:
     if not trainer.is_global_zero:
         return {}
     test = module.scores["test"]
-    corpus = data.corpus("test")
     result = {
         "command": command_line(),
         "data": cfg.data.name,
@@ -65,20 +72,15 @@ def train(cfg: DictConfig) -> dict:
         "layers": [{"layer": i, **s} for i, s in enumerate(test, start=1)],
         "full_depth": test[-1],
         "validation_layers": module.scores.get("validation", []),
-        "counts": {
-            "test_sentences": len(corpus.sentences),
-            "test_words": sum(len(s.words) for s in corpus.sentences),
-            "train_sentences": len(data.corpus("train").sentences),
-            "labels": len(labels.labels),
-        },
-        "unseen_test_labels": data.unseen_labels.get("test", {}),
+        "counts": data.counts(),
+        "unseen_test_labels": getattr(data, "unseen_labels", {}).get("test", {}),
         "train_epoch_seconds": timer.seconds,
         "best_checkpoint": checkpoint.best_model_path,
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
     write_json(out / "metrics.json", result)
     if cfg.save_model:
-        save_tagger(module.encoder, data.tokenizer, labels, out / "model", data.max_length)
+        save_model(module.encoder, data.tokenizer, labels, out / "model", data.max_length)
     print(layer_table(test, metric, f"\n{cfg.data.name} test, {cfg.model.name}: {metric} per exit layer"))
     print(f"model: {out / 'model'}   metrics: {out / 'metrics.json'}")
     return result

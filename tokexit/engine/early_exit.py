@@ -25,13 +25,15 @@ class ExitOutput:
     token_active: list[torch.Tensor]  # per layer run, the (B, T) tokens that were computed
     hidden: torch.Tensor  # (B, T, H) final states (each token's state at its exit)
     word_counts: list[torch.Tensor | None]  # per layer run, (B,) words its exit head classified (None: skipped)
-    shape: tuple[int, int, int]  # hidden size, feed-forward size, number of labels
+    shape: dict[str, int]  # MultiExitEncoder.cost_shape(): hidden, attention, intermediate, steps, num_labels
 
     @property
     def flops(self) -> torch.Tensor:
         """(B,) analytic FLOPs spent on each sentence (bookkeeping, computed on demand, not during the run)."""
         tokens = self.token_active[0].sum(1)  # the first layer always computes every real token
-        return run_flops(self.token_active, self.word_counts, tokens, *self.shape)
+        s = self.shape
+        return run_flops(self.token_active, self.word_counts, tokens, s["hidden"], s["intermediate"],
+                         s["num_labels"], s["attention"])
 
 
 def token_activity(word_active: torch.Tensor, token_word: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -43,11 +45,11 @@ def token_activity(word_active: torch.Tensor, token_word: torch.Tensor, attentio
 
 
 def run_flops(history: list[torch.Tensor], word_counts: list[torch.Tensor | None], tokens: torch.Tensor,
-              hidden: int, intermediate: int, num_labels: int) -> torch.Tensor:
+              hidden: int, intermediate: int, num_labels: int, attention: int | None = None) -> torch.Tensor:
     """(B,) analytic FLOPs of a run, from the tokens computed in each layer and the words each exit head saw."""
     flops = torch.zeros(len(tokens), dtype=torch.float64, device=tokens.device)
     for token_active, words in zip(history, word_counts, strict=True):
-        flops += layer_flops(tokens, token_active.sum(1), hidden, intermediate)
+        flops += layer_flops(tokens, token_active.sum(1), hidden, intermediate, attention)
         if words is not None:
             flops += head_flops(words, hidden, num_labels)
     return flops
@@ -64,7 +66,8 @@ def early_exit_forward(
     token_type_ids: torch.Tensor | None = None,
 ) -> ExitOutput:
     """Run ``encoder`` with ``policy``. Shapes: ids/mask/token_word (B, T), word_positions (B, W) (-1 padding)."""
-    adapter, num_layers = encoder.adapter, encoder.num_layers
+    adapter, plan = encoder.adapter, encoder.plan
+    num_steps = len(plan)
     words = word_positions >= 0  # (B, W)
     active = words.clone()
     uncertainty = torch.zeros(words.shape, device=words.device)  # latest per word, frozen once it stops
@@ -73,28 +76,28 @@ def early_exit_forward(
     history, word_counts, all_active = [], [], True
 
     hidden = adapter.embed(input_ids, token_type_ids)  # (B, T, H)
-    for i in range(num_layers):
+    for i, (layer, exit_index) in enumerate(plan):
+        parts = encoder.layer_parts(layer)
         if all_active:  # nothing stopped yet: the dense layer, no bookkeeping
             token_active = attention_mask.bool()
-            hidden = encoder_layer(adapter.layer(i), hidden, token_active[:, None, None, :])
+            hidden = encoder_layer(parts, hidden, token_active[:, None, None, :])
         else:
             token_active = token_activity(active, token_word, attention_mask)  # (B, T)
-            hidden = halted_layer(adapter.layer(i), hidden, attention_mask, token_active)
+            hidden = halted_layer(parts, hidden, attention_mask, token_active)
         history.append(token_active)
-        last = i == num_layers - 1
-        if not (last or policy.can_stop(i, num_layers)):
+        last = i == num_steps - 1
+        if not (last or policy.can_stop(i, num_steps)):
             word_counts.append(None)
             continue
         word_counts.append(active.sum(1))
         rows, cols = active.nonzero(as_tuple=True)  # active words, packed
-        logits = encoder.exits[i](hidden[rows, word_positions[rows, cols]])  # (N, C)
+        logits = encoder.exits[exit_index](hidden[rows, word_positions[rows, cols]])  # (N, C)
         predictions[rows, cols] = logits.argmax(-1)
         uncertainty[rows, cols] = policy.uncertainty(logits)
-        stop = active if last else policy.decide(i, num_layers, uncertainty, active, words) & active
+        stop = active if last else policy.decide(i, num_steps, uncertainty, active, words) & active
         exit_layers[stop] = i + 1
         active &= ~stop
         all_active = all_active and not bool(stop.any())
         if not bool(active.any()):
             break
-    shape = (adapter.hidden_size, adapter.layer(0).ffn_in.out_features, encoder.num_labels)
-    return ExitOutput(predictions, exit_layers, history, hidden, word_counts, shape)
+    return ExitOutput(predictions, exit_layers, history, hidden, word_counts, encoder.cost_shape())

@@ -7,15 +7,18 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from tokexit.backbones import adapter_for
-from tokexit.engine.heads import TokenExitHead
+from tokexit.backbones.base import LayerParts
+from tokexit.engine.heads import ExitHead
 from tokexit.engine.layer import encoder_layer, key_mask
+from tokexit.engine.subnetwork import SubNetwork, slice_layer
 
 
 class MultiExitEncoder(nn.Module):
-    """Backbone + one :class:`TokenExitHead` per layer.
+    """Backbone + one :class:`ExitHead` per layer, for sequence labeling.
 
     ``forward`` returns the logits of every exit for every word (first subword) in the batch:
-    (L, N, C) with L layers, N words in the batch, C labels.
+    (S, N, C) with S layers run (all L layers unless a narrower/shallower :class:`SubNetwork` is in use),
+    N words in the batch, C labels.
     """
 
     def __init__(self, backbone: PreTrainedModel, num_labels: int, head_dropout: float | None = None):
@@ -24,8 +27,9 @@ class MultiExitEncoder(nn.Module):
         self.adapter = adapter_for(backbone)
         dropout = self.adapter.hidden_dropout if head_dropout is None else head_dropout
         self.exits = nn.ModuleList(
-            TokenExitHead(self.adapter.hidden_size, num_labels, dropout) for _ in range(self.num_layers)
+            ExitHead(self.adapter.hidden_size, num_labels, dropout) for _ in range(self.num_layers)
         )
+        self.subnetwork = SubNetwork()
         self.train()  # from_pretrained returns the backbone in eval mode; callers pick the mode
 
     @property
@@ -36,10 +40,32 @@ class MultiExitEncoder(nn.Module):
     def num_labels(self) -> int:
         return self.exits[0].classifier.out_features
 
+    def use_subnetwork(self, subnetwork: SubNetwork) -> MultiExitEncoder:
+        """Run only a DynaBERT sub-network from now on (``SubNetwork()``: the whole model again)."""
+        self.subnetwork = subnetwork
+        return self
+
+    @property
+    def plan(self) -> list[tuple[int, int]]:
+        """(layer, exit head) of every step that runs: every layer and its own exit for the whole model."""
+        return self.subnetwork.plan(self.num_layers)
+
+    def layer_parts(self, index: int) -> LayerParts:
+        """The modules of layer ``index``, sliced to the sub-network's width."""
+        parts = self.adapter.layer(index)
+        return slice_layer(parts, self.subnetwork.heads(parts.num_heads),
+                           self.subnetwork.neurons(parts.ffn_in.out_features))
+
+    def cost_shape(self) -> dict[str, int]:
+        """What the FLOPs counter needs: hidden size, attention width, feed-forward size, steps, labels."""
+        parts = self.layer_parts(0)
+        return {"hidden": self.adapter.hidden_size, "attention": parts.num_heads * parts.head_dim,
+                "intermediate": parts.ffn_in.out_features, "steps": len(self.plan), "num_labels": self.num_labels}
+
     def layer(self, index: int, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Run layer ``index`` on (B, T, H) states with the (B, 1, 1, T) key mask."""
         return encoder_layer(
-            self.adapter.layer(index),
+            self.layer_parts(index),
             hidden,
             mask,
             hidden_dropout=self.adapter.hidden_dropout,
@@ -54,17 +80,17 @@ class MultiExitEncoder(nn.Module):
         token_type_ids: torch.Tensor | None = None,
         token_masks: torch.Tensor | None = None,
     ) -> list[torch.Tensor]:
-        """The output of every layer: L tensors of (B, T, H).
+        """The output of every step of :attr:`plan`: S tensors of (B, T, H).
 
-        ``token_masks`` (L, B, T) bool, optional: halt-and-copy computed densely, with gradients:
+        ``token_masks`` (S, B, T) bool, optional: halt-and-copy computed densely, with gradients:
         h ← mᵢ ⊙ Layerᵢ(h) + (1 − mᵢ) ⊙ h. Halted tokens keep their state and still serve as keys and values.
         """
         mask = key_mask(attention_mask)
         hidden = self.adapter.embed(input_ids, token_type_ids)
         states = []
-        for i in range(self.num_layers):
-            updated = self.layer(i, hidden, mask)
-            hidden = updated if token_masks is None else torch.where(token_masks[i][..., None], updated, hidden)
+        for step, (layer, _) in enumerate(self.plan):
+            updated = self.layer(layer, hidden, mask)
+            hidden = updated if token_masks is None else torch.where(token_masks[step][..., None], updated, hidden)
             states.append(hidden)
         return states
 
@@ -78,11 +104,12 @@ class MultiExitEncoder(nn.Module):
         """Logits of every exit at the words' first subwords.
 
         ``word_positions`` (B, W): subword index of each word's first subword, -1 for padding.
-        Returns (L, N, C) where N = number of non-padding entries of ``word_positions``, in row-major order.
+        Returns (S, N, C) where N = number of non-padding entries of ``word_positions``, in row-major order.
         """
         rows, cols = torch.nonzero(word_positions >= 0, as_tuple=True)
         positions = word_positions[rows, cols]  # (N,)
         logits = []
-        for i, hidden in enumerate(self.hidden_states(input_ids, attention_mask, token_type_ids)):
-            logits.append(self.exits[i](hidden[rows, positions]))  # (N, C)
+        states = self.hidden_states(input_ids, attention_mask, token_type_ids)
+        for (_, exit_index), hidden in zip(self.plan, states, strict=True):
+            logits.append(self.exits[exit_index](hidden[rows, positions]))  # (N, C)
         return torch.stack(logits)

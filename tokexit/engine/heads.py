@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 
-class TokenExitHead(nn.Module):
-    """Dropout + linear classifier on the states of the words' first subwords: (N, H) -> (N, C)."""
+class ExitHead(nn.Module):
+    """Dropout + linear classifier: (N, H) -> (N, C), on the words' first subwords or on pooled sentences."""
 
     def __init__(self, hidden_size: int, num_labels: int, dropout: float = 0.1):
         super().__init__()

@@ -1,6 +1,9 @@
-"""Exit policies decide, after each layer, which words stop. They see (B, W) tensors only.
+"""Exit policies decide, after each layer, which words (sequence labeling) or which examples (sequence
+classification) stop. They see small tensors only, never the model.
 
-A policy is one small class in its own module of this package plus one YAML file in ``conf/exit``.
+A policy is one small class in its own module of this package plus one YAML file in ``conf/exit``. Labeling
+policies implement ``decide``; classification policies ``decide_examples`` (with per-example state from
+``start_examples``, whose rows the engine drops as examples finish); a policy may implement both.
 """
 
 from __future__ import annotations
@@ -12,8 +15,13 @@ import torch
 
 def normalised_entropy(logits: torch.Tensor) -> torch.Tensor:
     """(N, C) -> (N,) H(softmax) / log C, in [0, 1]."""
+    return entropy(logits) / math.log(logits.shape[-1])
+
+
+def entropy(logits: torch.Tensor) -> torch.Tensor:
+    """(N, C) -> (N,) raw entropy of softmax, log Σ eˣ − Σ x eˣ / Σ eˣ (DeeBERT), in [0, log C]."""
     logp = torch.log_softmax(logits.float(), dim=-1)
-    return -(logp.exp() * logp).sum(-1) / math.log(logits.shape[-1])
+    return -(logp.exp() * logp).sum(-1)
 
 
 def one_minus_max_prob(logits: torch.Tensor) -> torch.Tensor:
@@ -48,6 +56,16 @@ class ExitPolicy:
         ``active`` words still running, ``words`` real (non-padding) words. Returns a (B, W) bool mask of the
         words that stop now; the engine restricts it to active words and stops every word at the last layer."""
         raise NotImplementedError
+
+    def start_examples(self, batch_size: int, device: torch.device) -> dict[str, torch.Tensor]:
+        """Per-example state for :meth:`decide_examples`: tensors with ``batch_size`` rows."""
+        return {}
+
+    def decide_examples(self, step: int, num_steps: int, logits: torch.Tensor,
+                        state: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Sequence classification: (b, C) logits of this step's exit for the examples still running (C = 1:
+        regression) -> (b,) bool, the examples that stop now. May update ``state`` in place."""
+        raise NotImplementedError(f"exit policy '{self.name}' does not support sequence classification")
 
     def describe(self) -> dict:
         """The policy's settings, for metrics.json."""

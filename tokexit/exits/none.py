@@ -1,4 +1,4 @@
-"""No early exit: every word runs all layers (the full model)."""
+"""No early exit: every word or example runs all layers (the full model)."""
 
 from __future__ import annotations
 
@@ -15,3 +15,6 @@ class NoExit(ExitPolicy):
 
     def decide(self, layer, num_layers, uncertainty, active, words) -> torch.Tensor:
         return torch.zeros_like(active)
+
+    def decide_examples(self, step, num_steps, logits, state) -> torch.Tensor:
+        return torch.zeros(len(logits), dtype=torch.bool, device=logits.device)

@@ -1,4 +1,5 @@
-"""Static truncation: every word stops after layer ``layer`` (1-based); the baseline for any exit method."""
+"""Static truncation: every word or example stops after layer ``layer`` (1-based); the baseline for any exit
+method."""
 
 from __future__ import annotations
 
@@ -21,6 +22,9 @@ class StaticExit(ExitPolicy):
 
     def decide(self, layer, num_layers, uncertainty, active, words) -> torch.Tensor:
         return torch.full_like(active, layer + 1 >= self.layer)
+
+    def decide_examples(self, step, num_steps, logits, state) -> torch.Tensor:
+        return torch.full((len(logits),), step + 1 >= self.layer, device=logits.device)
 
     def describe(self) -> dict:
         return {**super().describe(), "layer": self.layer}

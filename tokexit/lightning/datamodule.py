@@ -95,6 +95,12 @@ class TaggingDataModule(L.LightningDataModule):
     def corpus(self, split: str) -> Corpus:
         return self.corpora[split]
 
+    def counts(self) -> dict:
+        counts = {f"{split}_sentences": len(c.sentences) for split, c in self.corpora.items()}
+        if "test" in self.corpora:
+            counts["test_words"] = sum(len(s.words) for s in self.corpora["test"].sentences)
+        return {**counts, "labels": len(self.labels.labels)}
+
     def _loader(self, split: str, train: bool) -> DataLoader:
         if split not in self.datasets:
             raise ValueError(f"no data.{split}_file given")

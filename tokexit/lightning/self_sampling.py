@@ -81,9 +81,10 @@ class SelfSamplingTaggerModule(MultiExitTaggerModule):
     def sample_masks(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Replay the window rule on a sampled setting per sentence, as inference would (frozen states).
 
-        Returns (L, B, T) tokens computed in each layer and (L, B, W) words still active entering each layer.
+        Returns (S, B, T) tokens computed in each step and (S, B, W) words still active entering each step.
         """
-        encoder, num_layers = self.encoder, self.encoder.num_layers
+        encoder, plan = self.encoder, self.encoder.plan
+        num_steps = len(plan)
         ids, attention, positions = batch["input_ids"], batch["attention_mask"], batch["word_positions"]
         token_word = batch["token_word"]
         windows, thresholds = (x.to(ids.device) for x in self.sample_settings(len(ids)))
@@ -95,16 +96,16 @@ class SelfSamplingTaggerModule(MultiExitTaggerModule):
         mask = key_mask(attention)
         hidden = encoder.adapter.embed(ids, batch.get("token_type_ids"))  # (B, T, H)
         token_masks, word_masks = [], []
-        for i in range(num_layers):
+        for i, (layer, exit_index) in enumerate(plan):
             computed = token_activity(active, token_word, attention)  # (B, T)
             token_masks.append(computed)
             word_masks.append(active.clone())
-            hidden = torch.where(computed[..., None], encoder.layer(i, hidden, mask), hidden)
-            if i == num_layers - 1:
+            hidden = torch.where(computed[..., None], encoder.layer(layer, hidden, mask), hidden)
+            if i == num_steps - 1:
                 break
             rows, cols = active.nonzero(as_tuple=True)
-            uncertainty[rows, cols] = normalised_entropy(encoder.exits[i](hidden[rows, positions[rows, cols]]))
-            delta = thresholds * (self.hparams.upper_factor if i >= num_layers // 2 else 1.0)  # (B,)
+            uncertainty[rows, cols] = normalised_entropy(encoder.exits[exit_index](hidden[rows, positions[rows, cols]]))
+            delta = thresholds * (self.hparams.upper_factor if i >= num_steps // 2 else 1.0)  # (B,)
             active &= ~(rowwise_window_max(uncertainty, words, windows) < delta[:, None])
         encoder.train(was_training)
         return torch.stack(token_masks), torch.stack(word_masks)

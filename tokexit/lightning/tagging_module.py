@@ -25,6 +25,29 @@ def layer_weights(num_layers: int, kind: str) -> torch.Tensor:
     return w / w.sum()
 
 
+def adamw_with_warmup(module: L.LightningModule, encoder: torch.nn.Module) -> dict:
+    """Fused AdamW with separate learning rates for the backbone (``backbone_lr``, no decay on biases and norms)
+    and the exits and pooler (``head_lr``), and linear warm-up then decay over the run's steps."""
+    hp = module.hparams
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+    groups = [
+        {"params": [], "lr": hp.backbone_lr, "weight_decay": hp.weight_decay},
+        {"params": [], "lr": hp.backbone_lr, "weight_decay": 0.0},
+        {"params": [], "lr": hp.head_lr, "weight_decay": 0.0},
+    ]
+    for name, p in encoder.named_parameters():
+        if not p.requires_grad:
+            continue
+        if name.startswith(("exits.", "pooler.")):
+            groups[2]["params"].append(p)
+        else:
+            groups[1 if name.endswith(no_decay) else 0]["params"].append(p)
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], fused=True)
+    total = module.trainer.estimated_stepping_batches
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(hp.warmup_ratio * total), total)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
 class MultiExitTaggerModule(L.LightningModule):
     def __init__(
         self,
@@ -100,21 +123,4 @@ class MultiExitTaggerModule(L.LightningModule):
         self._eval_end("test")
 
     def configure_optimizers(self):
-        hp = self.hparams
-        no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
-        groups = [
-            {"params": [], "lr": hp.backbone_lr, "weight_decay": hp.weight_decay},
-            {"params": [], "lr": hp.backbone_lr, "weight_decay": 0.0},
-            {"params": [], "lr": hp.head_lr, "weight_decay": 0.0},
-        ]
-        for name, p in self.encoder.named_parameters():
-            if not p.requires_grad:
-                continue
-            if name.startswith("exits."):
-                groups[2]["params"].append(p)
-            else:
-                groups[1 if name.endswith(no_decay) else 0]["params"].append(p)
-        optimizer = torch.optim.AdamW([g for g in groups if g["params"]], fused=True)
-        total = self.trainer.estimated_stepping_batches
-        scheduler = get_linear_schedule_with_warmup(optimizer, int(hp.warmup_ratio * total), total)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return adamw_with_warmup(self, self.encoder)

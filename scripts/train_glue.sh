@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# GLUE classifiers (MiniLM-L6, multi-exit, PABEE's joint loss) on SST-2, MRPC, RTE and STS-B from
+# ${TOKEXIT_DATA_ROOT:-../shared/data}/glue, one after the other; skips runs that already have metrics.json.
+# About 30 minutes on 2 CPU cores. Run from the repo root after scripts/setup.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p runs
+for task in ${TASKS:-mrpc rte stsb sst2}; do
+    if [ ! -f "runs/glue-$task-minilm-l6/metrics.json" ]; then
+        .venv/bin/python -m tokexit.train experiment=glue_$task trainer.enable_progress_bar=false \
+            > "runs/glue-$task-minilm-l6.log" 2>&1
+    fi
+done
