@@ -6,8 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p runs
 for task in ${TASKS:-mrpc rte stsb sst2}; do
-    if [ ! -f "runs/glue-$task-minilm-l6/metrics.json" ]; then
+    if [ ! -f "runs/$task-minilm-l6-classifier/metrics.json" ]; then
         .venv/bin/python -m tokexit.train experiment=glue_$task trainer.enable_progress_bar=false \
-            > "runs/glue-$task-minilm-l6.log" 2>&1
+            > "runs/$task-minilm-l6-classifier.log" 2>&1
     fi
 done

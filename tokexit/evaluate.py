@@ -23,7 +23,8 @@ from tokexit.data.conll import Corpus, bio_to_iob1
 from tokexit.data.tagging import ReaderOptions, load_corpus, report_unseen_labels
 from tokexit.evaluation import main_metric, score, score_layers
 from tokexit.exits.none import NoExit
-from tokexit.model_io import load_tagger
+from tokexit.engine.subnetwork import SubNetwork
+from tokexit.model_io import load_tagger, read_meta
 from tokexit.predict import ExitRun, corpus_loader, run_corpus
 from tokexit.reporting import command_line, layer_table, write_json
 
@@ -42,9 +43,9 @@ def write_predictions(path: Path, corpus: Corpus, predicted: list[list[str]], ex
             f.write("\n")
 
 
-def exit_summary(run: ExitRun, full: ExitRun, num_layers: int) -> dict:
-    """Speed-ups against the full model on the same data, average exit layer and its histogram."""
-    layers = torch.cat(run.exit_layers) if run.exit_layers else torch.zeros(0, dtype=torch.long)
+def exit_summary(run, full, num_layers: int, layers: torch.Tensor) -> dict:
+    """Speed-ups of ``run`` against the ``full`` model on the same data (both have ``flops``, ``full_flops`` and
+    ``seconds``), average exit layer and histogram of the exit ``layers`` (one per word or example)."""
     hist = Counter(layers.tolist())
     return {
         "flops_speedup": round(run.full_flops / run.flops, 4) if run.flops else None,
@@ -56,10 +57,10 @@ def exit_summary(run: ExitRun, full: ExitRun, num_layers: int) -> dict:
     }
 
 
-def calibrate(make_policy, target: float, run_fn, iterations: int = 12) -> tuple[float, list[dict]]:
-    """Smallest threshold in [0, 1] whose FLOPs speed-up reaches ``target`` (bisection; speed-up grows with the
-    threshold). Returns the threshold and the trace of tried values."""
-    lo, hi, trace = 0.0, 1.0, []
+def calibrate(make_policy, target: float, run_fn, iterations: int = 12, upper: float = 1.0) -> tuple[float, list]:
+    """Smallest threshold in [0, ``upper``] whose FLOPs speed-up reaches ``target`` (bisection; speed-up grows
+    with the threshold). Returns the threshold and the trace of tried values."""
+    lo, hi, trace = 0.0, upper, []
     for _ in range(iterations):
         mid = (lo + hi) / 2
         r = run_fn(make_policy(mid))
@@ -70,10 +71,15 @@ def calibrate(make_policy, target: float, run_fn, iterations: int = 12) -> tuple
 
 
 def evaluate(cfg: DictConfig) -> dict:
+    if read_meta(cfg.model_dir).get("kind") == "sequence_classifier":
+        from tokexit.evaluate_classification import evaluate_classifier
+
+        return evaluate_classifier(cfg)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     encoder, tokenizer, labels, meta = load_tagger(cfg.model_dir)
+    encoder.use_subnetwork(SubNetwork(cfg.subnetwork.width, cfg.subnetwork.depth))
     max_length = meta.get("max_length", 512)
     d = cfg.data
     options = ReaderOptions(d.format, d.label_column, d.tagset, d.strip_position_digit)
@@ -91,7 +97,8 @@ def evaluate(cfg: DictConfig) -> dict:
     words = sum(len(s.words) for s in corpus.sentences)
     result = {"command": command_line(), "model_dir": str(cfg.model_dir), "test_file": str(d.test_file),
               "task": labels.task, "metric": metric, "counts": {"sentences": len(corpus.sentences), "words": words},
-              "unseen_labels": unseen, "device": device, "batch_size": cfg.batch_size}
+              "unseen_labels": unseen, "device": device, "batch_size": cfg.batch_size,
+              "subnetwork": {"width": cfg.subnetwork.width, "depth": cfg.subnetwork.depth}}
     if not corpus.sentences:
         write_predictions(out / "predictions.conll", corpus, [])
         write_json(out / "metrics.json", {**result, "layers": [], "full_depth": None})
@@ -125,13 +132,13 @@ def evaluate(cfg: DictConfig) -> dict:
             run.seconds = min(run.seconds, run_corpus(encoder, loader, corpus, policy, device).seconds)
         result["timing_repeats"] = cfg.timing_repeats
         result["exit"] = policy.describe()
-        result.update(exit_summary(run, full, encoder.num_layers))
+        result.update(exit_summary(run, full, len(encoder.plan), torch.cat(run.exit_layers)))
         if labelled:
             tags = [[labels.labels[k] for k in p.tolist()] for p in run.predictions]
             result["score"] = score([s.tags for s in corpus.sentences], tags, labels.task)
     else:
         result["exit"] = policy.describe()
-        result.update(exit_summary(full, full, encoder.num_layers))
+        result.update(exit_summary(full, full, len(encoder.plan), torch.cat(full.exit_layers)))
         result["score"] = result["full_depth"]
     predicted = [[labels.labels[k] for k in p.tolist()] for p in run.predictions]
     with_layers = run.exit_layers if not isinstance(policy, NoExit) else None

@@ -46,12 +46,12 @@ def train(cfg: DictConfig) -> dict:
     data = instantiate(cfg.data, _convert_="all")
     labels = data.prepare()
     # partial: a LabelSet passed to instantiate would be turned into a config
-    module = instantiate(cfg.model, _partial_=True, _convert_="all")(labels=labels)
     classifier = labels.task in ("classification", "regression")
-    if classifier != module.__class__.__name__.endswith("ClassifierModule"):
+    if classifier != cfg.model._target_.endswith("ClassifierModule"):
         raise ValueError(f"data={cfg.data.name} is a {labels.task} task but model={cfg.model.name} builds "
-                         f"{module.__class__.__name__}: use model=minilm_classifier for sentence(-pair) data and "
+                         f"{cfg.model._target_}: use model=minilm_classifier for sentence(-pair) data and "
                          "model=minilm for sequence labeling")
+    module = instantiate(cfg.model, _partial_=True, _convert_="all")(labels=labels)
     metric = labels.metric if classifier else main_metric(labels.task)
     checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", monitor=f"val/{metric}", mode="max",
                                  filename="best", save_top_k=1)

@@ -28,6 +28,7 @@ class ClassificationTask:
     regression: bool = False
     metric: str | None = None  # None: accuracy, or pearson for regression
     positive_label: str | None = None  # the class that F1 counts; None: "1" when present
+    columns: dict | None = None  # the TSV layout the model was trained on (TsvColumns fields), for evaluation
 
     def __post_init__(self):
         if self.metric is None:
@@ -56,11 +57,11 @@ class ClassificationTask:
 
     def to_dict(self) -> dict:
         return {"labels": self.labels, "task": self.task, "regression": self.regression, "metric": self.metric,
-                "positive_label": self.positive_label}
+                "positive_label": self.positive_label, "columns": self.columns}
 
     @classmethod
     def from_dict(cls, d: dict) -> ClassificationTask:
-        return cls(d["labels"], d["regression"], d["metric"], d.get("positive_label"))
+        return cls(d["labels"], d["regression"], d["metric"], d.get("positive_label"), d.get("columns"))
 
     def target(self, example: Example, path: str = "") -> float | int | None:
         """The training target of ``example``: class id or value; None when unlabelled."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from pathlib import Path
@@ -78,6 +79,7 @@ class ClassificationDataModule(L.LightningDataModule):
                 raise ValueError("data.train_file is required to build the label set")
             self.task = ClassificationTask.from_examples(self.examples["train"], self.regression, self.metric,
                                                          self.positive_label)
+            self.task.columns = dataclasses.asdict(self.columns)
         for split, examples in self.examples.items():
             self.encoded[split] = encode_examples(examples, self.tokenizer, self.task, self.max_length,
                                                   str(self.files[split]))
