@@ -150,3 +150,26 @@ def test_width_slicing_equals_masking_the_dropped_heads_and_neurons(width, depth
     out = run(sliced, NoExit(), batch)
     assert out.exit_layers.max() == len(sub.layers(4))
     assert (out.flops < run(model, NoExit(), batch).flops).all() or sub.is_full
+
+
+def test_rewiring_keeps_the_full_model_and_puts_important_units_first():
+    from tokexit.engine.rewiring import importance, rewire
+
+    model = copy.deepcopy(classifier()).train(False)
+    batches = [random_batch(6, seed=s) for s in (7, 8)]
+    targets = torch.tensor([0, 1, 2, 0, 1, 2])
+
+    def loss(batch):
+        states = model.hidden_states(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+        return torch.nn.functional.cross_entropy(model.exits[-1](model.pooler(states[-1])), targets)
+
+    args = (batches[0]["input_ids"], batches[0]["attention_mask"], batches[0]["token_type_ids"])
+    with torch.no_grad():
+        before = model(*args)
+    heads, neurons = importance(model, batches, loss)
+    rewire(model, heads, neurons)
+    with torch.no_grad():
+        assert torch.allclose(model(*args), before, atol=1e-5)  # a permutation changes nothing
+    heads_after, neurons_after = importance(model, batches, loss)
+    assert torch.allclose(heads_after, heads.sort(1, descending=True).values, rtol=1e-3, atol=1e-7)
+    assert torch.allclose(neurons_after, neurons.sort(1, descending=True).values, rtol=1e-3, atol=1e-7)

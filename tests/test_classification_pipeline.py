@@ -130,3 +130,30 @@ def test_bad_tsv_row_names_file_and_line(sentiment, tmp_path):
     bad.write_text("sentence\tlabel\nfine text\t1\nno label field here\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"bad.tsv:3"):
         run_evaluate(sentiment["model"], bad, tmp_path / "out")
+
+
+def test_dynabert_stages_and_export_of_a_subnetwork(sentiment, tmp_path):
+    """Stage 1 (rewire + width distillation) and stage 2 (width x depth) train; an exported sub-network gives the
+    same predictions as the sub-network run inside the full model, and loads with AutoModel."""
+    from transformers import AutoModel
+
+    from tokexit.export.__main__ import export
+
+    files = [f"data.{k}_file={v}" for k, v in sentiment["files"].items()]
+    common = [*FAST, "data=sst2", "model=dynabert", f"model.teacher={sentiment['model']}", "trainer.max_epochs=1",
+              "model.rewire_batches=4", *files]
+    one = train(config("train", [*common, f"output_dir={tmp_path / 's1'}", "model.widths=[1.0,0.5]"]))
+    assert [(s["width"], s["depth"]) for s in one["subnetworks"]] == [(1.0, 1.0), (0.5, 1.0)]
+    two = train(config("train", [*common, f"output_dir={tmp_path / 's2'}", "model.stage=2",
+                                 f"model.init_from={tmp_path / 's1' / 'model'}", "model.widths=[1.0,0.5]",
+                                 "model.depths=[1.0,0.5]"]))
+    assert len(two["subnetworks"]) == 4 and two["full_depth"]["accuracy"] > 70
+    summary = export(str(tmp_path / "s2" / "model"), 0.5, 0.5, str(tmp_path / "small"))
+    assert summary["backbone_parameters"] < summary["original_backbone_parameters"]
+    inside = run_evaluate(tmp_path / "s2" / "model", sentiment["files"]["test"], tmp_path / "inside",
+                          "subnetwork.width=0.5", "subnetwork.depth=0.5")
+    alone = run_evaluate(tmp_path / "small", sentiment["files"]["test"], tmp_path / "alone")
+    assert (tmp_path / "inside" / "predictions.tsv").read_text() == (tmp_path / "alone" / "predictions.tsv").read_text()
+    assert inside["layers"] == alone["layers"]
+    backbone = AutoModel.from_pretrained(tmp_path / "small", trust_remote_code=True, local_files_only=True)
+    assert backbone.config.num_hidden_layers == 2 and backbone.config.num_attention_heads == 1

@@ -76,16 +76,20 @@ def load_classifier(directory: str | Path) -> tuple[MultiExitClassifier, object,
 
 def _load_backbone_and_tokenizer(directory: Path):
     hf_logging.disable_progress_bar()
-    backbone = AutoModel.from_pretrained(directory, local_files_only=True)
+    config = json.loads((directory / "config.json").read_text())
+    # an exported DynaBERT sub-network ships its own small model code (tokexit/export/slim_bert)
+    remote = config.get("model_type") == "slim_bert"
+    backbone = AutoModel.from_pretrained(directory, local_files_only=True, trust_remote_code=remote)
     kwargs = adapter_class(backbone.config.model_type).tokenizer_kwargs(backbone.config)
     tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True, use_fast=True, **kwargs)
     return backbone, tokenizer
 
 
-def save_model(encoder: MultiExitEncoder, tokenizer, labels, directory: str | Path, max_length: int) -> Path:
-    """Save a tagger or a classifier, whichever ``encoder`` is."""
+def save_model(encoder: MultiExitEncoder, tokenizer, labels, directory: str | Path, max_length: int,
+               extra: dict | None = None) -> Path:
+    """Save a tagger or a classifier, whichever ``encoder`` is; ``extra`` goes into a classifier's metadata."""
     if isinstance(encoder, MultiExitClassifier):
-        return save_classifier(encoder, tokenizer, labels, directory, max_length)
+        return save_classifier(encoder, tokenizer, labels, directory, max_length, extra)
     return save_tagger(encoder, tokenizer, labels, directory, max_length)
 
 

@@ -47,7 +47,7 @@ def train(cfg: DictConfig) -> dict:
     labels = data.prepare()
     # partial: a LabelSet passed to instantiate would be turned into a config
     classifier = labels.task in ("classification", "regression")
-    if classifier != cfg.model._target_.endswith("ClassifierModule"):
+    if classifier != cfg.model._target_.endswith(("ClassifierModule", "DynaBertModule")):
         raise ValueError(f"data={cfg.data.name} is a {labels.task} task but model={cfg.model.name} builds "
                          f"{cfg.model._target_}: use model=minilm_classifier for sentence(-pair) data and "
                          "model=minilm for sequence labeling")
@@ -69,8 +69,9 @@ def train(cfg: DictConfig) -> dict:
         "model": cfg.model.name,
         "task": labels.task,
         "metric": metric,
-        "layers": [{"layer": i, **s} for i, s in enumerate(test, start=1)],
-        "full_depth": test[-1],
+        "layers": [] if hasattr(module, "subnetworks") else [{"layer": i, **s} for i, s in enumerate(test, start=1)],
+        "subnetworks": test if hasattr(module, "subnetworks") else None,
+        "full_depth": test[0] if hasattr(module, "subnetworks") else test[-1],
         "validation_layers": module.scores.get("validation", []),
         "counts": data.counts(),
         "unseen_test_labels": getattr(data, "unseen_labels", {}).get("test", {}),
@@ -80,8 +81,10 @@ def train(cfg: DictConfig) -> dict:
     }
     write_json(out / "metrics.json", result)
     if cfg.save_model:
-        save_model(module.encoder, data.tokenizer, labels, out / "model", data.max_length)
-    print(layer_table(test, metric, f"\n{cfg.data.name} test, {cfg.model.name}: {metric} per exit layer"))
+        save_model(module.encoder, data.tokenizer, labels, out / "model", data.max_length,
+                   getattr(module, "model_meta", None))
+    per = "sub-network" if hasattr(module, "subnetworks") else "exit layer"
+    print(layer_table(test, metric, f"\n{cfg.data.name} test, {cfg.model.name}: {metric} per {per}"))
     print(f"model: {out / 'model'}   metrics: {out / 'metrics.json'}")
     return result
 

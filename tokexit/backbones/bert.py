@@ -9,7 +9,7 @@ from tokexit.backbones.base import BackboneAdapter, LayerParts, register_adapter
 
 @register_adapter
 class BertAdapter(BackboneAdapter):
-    model_types = ("bert", "roberta", "xlm-roberta", "camembert", "electra")
+    model_types = ("bert", "roberta", "xlm-roberta", "camembert", "electra", "slim_bert")
 
     def __init__(self, model):
         super().__init__(model)

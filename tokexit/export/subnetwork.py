@@ -127,11 +127,22 @@ def export_subnetwork(
     """
     directory = Path(directory)
     slim = slice_bert(model, heads, neurons, layers)
-    slim.config.auto_map = dict(AUTO_MAP)
+    with_code(slim)
     directory.mkdir(parents=True, exist_ok=True)
     slim.save_pretrained(directory)
-    for name in CODE_FILES:
-        shutil.copyfile(SLIM_BERT_CODE / name, directory / name)
+    copy_code(directory)
     if tokenizer is not None:
         tokenizer.save_pretrained(directory)
     return directory
+
+
+def with_code(slim: SlimBertModel) -> SlimBertModel:
+    """Point the config's ``auto_map`` at the shipped code, so that ``save_pretrained`` writes a loadable config."""
+    slim.config.auto_map = dict(AUTO_MAP)
+    return slim
+
+
+def copy_code(directory: str | Path) -> None:
+    """Copy the two ``slim_bert`` code files into a saved model directory."""
+    for name in CODE_FILES:
+        shutil.copyfile(SLIM_BERT_CODE / name, Path(directory) / name)

@@ -3,7 +3,8 @@
 from tokexit.lightning.classification_datamodule import ClassificationDataModule
 from tokexit.lightning.classification_module import MultiExitClassifierModule
 from tokexit.lightning.datamodule import TaggingDataModule
+from tokexit.lightning.dynabert_module import DynaBertModule
 from tokexit.lightning.self_sampling import SelfSamplingTaggerModule
 from tokexit.lightning.tagging_module import MultiExitTaggerModule
 
-__all__ = ["ClassificationDataModule", "MultiExitClassifierModule", "MultiExitTaggerModule", "SelfSamplingTaggerModule", "TaggingDataModule"]
+__all__ = ["ClassificationDataModule", "DynaBertModule", "MultiExitClassifierModule", "MultiExitTaggerModule", "SelfSamplingTaggerModule", "TaggingDataModule"]

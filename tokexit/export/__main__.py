@@ -1,0 +1,61 @@
+"""Export a DynaBERT sub-network of a trained tokexit model as a smaller model directory:
+``python -m tokexit.export model_dir=DIR width=0.5 depth=0.5 output_dir=OUT``.
+
+OUT is a Hugging Face model directory with the sliced weights (``AutoModel.from_pretrained(OUT,
+trust_remote_code=True)``, no tokexit needed) and, next to it, the kept exit heads, so that tokexit's
+``evaluate``/API run it as a model of its own, at its real size.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from tokexit.engine.classifier import MultiExitClassifier
+from tokexit.engine.encoder import MultiExitEncoder
+from tokexit.engine.subnetwork import SubNetwork
+from tokexit.export.subnetwork import copy_code, slice_bert, with_code
+from tokexit.model_io import load_classifier, load_tagger, read_meta, save_classifier, save_tagger
+from tokexit.reporting import write_json
+
+
+def export(model_dir: str, width: float, depth: float, output_dir: str) -> dict:
+    meta = read_meta(model_dir)
+    classifier = meta.get("kind") == "sequence_classifier"
+    model, tokenizer, labels, _ = (load_classifier if classifier else load_tagger)(model_dir)
+    sub = SubNetwork(width, depth)
+    plan = sub.plan(model.num_layers)
+    parts = model.adapter.layer(0)
+    heads, neurons = sub.heads(parts.num_heads), sub.neurons(parts.ffn_in.out_features)
+    slim = with_code(slice_bert(model.backbone, heads, neurons, [layer for layer, _ in plan]))
+    small = (MultiExitClassifier if classifier else MultiExitEncoder)(slim, model.num_labels)
+    for j, (_, exit_index) in enumerate(plan):
+        small.exits[j].load_state_dict(model.exits[exit_index].state_dict())
+    exported = {"from": str(model_dir), "width": width, "depth": depth, "heads": heads, "neurons": neurons,
+                "layers": [layer for layer, _ in plan]}
+    out = Path(output_dir)
+    if classifier:
+        small.pooler.load_state_dict(model.pooler.state_dict())
+        save_classifier(small, tokenizer, labels, out, meta.get("max_length", 512),
+                        {"exported_subnetwork": exported})
+    else:
+        save_tagger(small, tokenizer, labels, out, meta.get("max_length", 512))
+    copy_code(out)
+    params = sum(p.numel() for p in slim.parameters())
+    summary = {**exported, "backbone_parameters": params,
+               "original_backbone_parameters": sum(p.numel() for p in model.backbone.parameters())}
+    write_json(out / "export.json", summary)
+    print(f"exported width {width} depth {depth}: {heads} heads, {neurons} neurons, layers {exported['layers']}, "
+          f"{params / 1e6:.2f}M backbone parameters -> {out}")
+    return summary
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="export")
+def main(cfg: DictConfig) -> None:
+    export(cfg.model_dir, cfg.width, cfg.depth, cfg.output_dir)
+
+
+if __name__ == "__main__":
+    main()
