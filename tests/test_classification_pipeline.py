@@ -54,7 +54,8 @@ def write_similarity(path: Path, n: int, seed: int) -> Path:
 @pytest.fixture(scope="module")
 def sentiment(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("sentiment")
-    files = {"train": write_sentiment(root / "train.tsv", 240, 1), "validation": write_sentiment(root / "dev.tsv", 60, 2),
+    files = {"train": write_sentiment(root / "train.tsv", 240, 1),
+             "validation": write_sentiment(root / "dev.tsv", 60, 2),
              "test": write_sentiment(root / "test.tsv", 53, 3)}
     overrides = [*FAST, "data=sst2", "trainer.max_epochs=4", f"output_dir={root / 'run'}",
                  *[f"data.{k}_file={v}" for k, v in files.items()]]

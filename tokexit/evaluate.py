@@ -21,11 +21,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from tokexit.data.conll import Corpus, bio_to_iob1
 from tokexit.data.tagging import ReaderOptions, load_corpus, report_unseen_labels
+from tokexit.engine.subnetwork import SubNetwork
 from tokexit.evaluation import main_metric, score, score_layers
 from tokexit.exits.none import NoExit
-from tokexit.engine.subnetwork import SubNetwork
 from tokexit.model_io import load_tagger, read_meta
-from tokexit.predict import ExitRun, corpus_loader, run_corpus
+from tokexit.predict import corpus_loader, run_corpus
 from tokexit.reporting import command_line, layer_table, write_json
 
 log = logging.getLogger("tokexit.evaluate")

@@ -70,7 +70,8 @@ def evaluate_classifier(cfg: DictConfig) -> dict:
     policy = instantiate(exit_cfg)
     result = {"command": command_line(), "model_dir": str(cfg.model_dir), "test_file": test_file, "task": task.task,
               "metric": task.metric, "counts": {"examples": len(examples)}, "device": device,
-              "batch_size": cfg.batch_size, "subnetwork": {"width": cfg.subnetwork.width, "depth": cfg.subnetwork.depth},
+              "batch_size": cfg.batch_size,
+              "subnetwork": {"width": cfg.subnetwork.width, "depth": cfg.subnetwork.depth},
               "parameters_run": subnetwork_parameters(model)}
     if not examples:
         (out / "predictions.tsv").write_text("")

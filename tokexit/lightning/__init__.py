@@ -7,4 +7,11 @@ from tokexit.lightning.dynabert_module import DynaBertModule
 from tokexit.lightning.self_sampling import SelfSamplingTaggerModule
 from tokexit.lightning.tagging_module import MultiExitTaggerModule
 
-__all__ = ["ClassificationDataModule", "DynaBertModule", "MultiExitClassifierModule", "MultiExitTaggerModule", "SelfSamplingTaggerModule", "TaggingDataModule"]
+__all__ = [
+    "ClassificationDataModule",
+    "DynaBertModule",
+    "MultiExitClassifierModule",
+    "MultiExitTaggerModule",
+    "SelfSamplingTaggerModule",
+    "TaggingDataModule",
+]
