@@ -98,7 +98,7 @@ def main() -> None:
         run = run_corpus(encoder, loader, corpus, policy)
         for _ in range(args.timing_repeats - 1):
             run.seconds = min(run.seconds, run_corpus(encoder, loader, corpus, policy).seconds)
-        summary = exit_summary(run, full, encoder.num_layers)
+        summary = exit_summary(run, full, encoder.num_layers, torch.cat(run.exit_layers))
         s = score(gold, [[labels.labels[k] for k in p.tolist()] for p in run.predictions], labels.task)[metric]
         points.append({"series": series, "policy": policy.describe(), "score": s, **summary})
         print(f"{series:22s} {json.dumps({k: v for k, v in policy.describe().items() if v is not None})[:70]:70s} "

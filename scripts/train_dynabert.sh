@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# DynaBERT on the GLUE classifiers of scripts/train_glue.sh: stage 1 (rewiring + width distillation) and stage 2
+# (width x depth distillation) per task, then the grid report of exported sub-networks (scripts/dynabert_grid.py).
+# Skips finished runs. About an hour on 2 CPU cores. Run from the repo root after scripts/train_glue.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+GLUE=${TOKEXIT_DATA_ROOT:-../shared/data}/glue
+declare -A FOLDER=([mrpc]=MRPC [rte]=RTE [stsb]=STS-B [sst2]=SST-2)
+declare -A EXTRA=([mrpc]="" [rte]="" [stsb]="" [sst2]="+trainer.limit_train_batches=0.15")
+for task in ${TASKS:-mrpc rte stsb sst2}; do
+    teacher=runs/$task-minilm-l6-classifier/model
+    for stage in 1 2; do
+        out=runs/$task-dynabert-stage$stage
+        init=$([ "$stage" = 2 ] && echo "model.init_from=runs/$task-dynabert-stage1/model" || echo "")
+        if [ ! -f "$out/metrics.json" ]; then
+            .venv/bin/python -m tokexit.train data=$task model=dynabert model.teacher=$teacher model.stage=$stage \
+                $init trainer.max_epochs=2 ${EXTRA[$task]} output_dir=$out trainer.enable_progress_bar=false \
+                > "$out.log" 2>&1
+        fi
+    done
+    .venv/bin/python scripts/dynabert_grid.py --model-dir runs/$task-dynabert-stage2/model --teacher "$teacher" \
+        --test-file "$GLUE/${FOLDER[$task]}/dev.tsv" --out reports/dynabert_$task --threads 2
+done
