@@ -243,3 +243,25 @@ def test_self_sampling_stage_trains_from_a_stage_one_model(trained, tmp_path):
     metrics = run_evaluate(tmp_path / "stage2" / "model", trained["files"]["test"], tmp_path / "eval",
                            "exit=token_window", "exit.threshold=0.2")
     assert metrics["flops_speedup"] > 1.0
+
+
+def test_dynabert_tagger_narrower_and_exporting(trained, tmp_path):
+    """A tagger distilled into widths x depths; its exported sub-network tags exactly like the sub-network run
+    inside the model, and still exits early with a token-level policy."""
+    from tokexit.export.__main__ import export
+
+    overrides = [*FAST, "model=dynabert", f"model.teacher={trained['model']}", "model.stage=2",
+                 "model.widths=[1.0,0.5]", "model.depths=[1.0,0.5]", "trainer.max_epochs=1",
+                 *data_overrides(trained["files"]), f"output_dir={tmp_path / 'dyna'}"]
+    result = train(config("train", overrides))
+    assert [(s["width"], s["depth"]) for s in result["subnetworks"]] == [(1.0, 1.0), (1.0, 0.5), (0.5, 1.0),
+                                                                          (0.5, 0.5)]
+    assert result["full_depth"]["f1"] > 50
+    export(str(tmp_path / "dyna" / "model"), 0.5, 0.5, str(tmp_path / "small"))
+    test = trained["files"]["test"]
+    inside = run_evaluate(tmp_path / "dyna" / "model", test, tmp_path / "inside", "subnetwork.width=0.5",
+                          "subnetwork.depth=0.5", "exit=token_window", "exit.threshold=0.3")
+    alone = run_evaluate(tmp_path / "small", test, tmp_path / "alone", "exit=token_window", "exit.threshold=0.3")
+    written = [(tmp_path / d / "predictions.conll").read_text() for d in ("inside", "alone")]
+    assert written[0] == written[1]
+    assert inside["score"] == alone["score"] and inside["flops_speedup"] == alone["flops_speedup"]

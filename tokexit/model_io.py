@@ -25,13 +25,14 @@ EXITS_FILE = "exits.safetensors"
 
 
 def save_tagger(encoder: MultiExitEncoder, tokenizer, labels: LabelSet, directory: str | Path,
-                max_length: int) -> Path:
+                max_length: int, extra: dict | None = None) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     encoder.backbone.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     save_file({k: v.contiguous() for k, v in encoder.exits.state_dict().items()}, directory / EXITS_FILE)
-    meta = {"kind": "token_tagger", **labels.to_dict(), "max_length": max_length, "num_layers": encoder.num_layers}
+    meta = {"kind": "token_tagger", **labels.to_dict(), "max_length": max_length, "num_layers": encoder.num_layers,
+            **(extra or {})}
     (directory / META_FILE).write_text(json.dumps(meta, indent=2))
     return directory
 
@@ -87,10 +88,10 @@ def _load_backbone_and_tokenizer(directory: Path):
 
 def save_model(encoder: MultiExitEncoder, tokenizer, labels, directory: str | Path, max_length: int,
                extra: dict | None = None) -> Path:
-    """Save a tagger or a classifier, whichever ``encoder`` is; ``extra`` goes into a classifier's metadata."""
+    """Save a tagger or a classifier, whichever ``encoder`` is; ``extra`` goes into the metadata."""
     if isinstance(encoder, MultiExitClassifier):
         return save_classifier(encoder, tokenizer, labels, directory, max_length, extra)
-    return save_tagger(encoder, tokenizer, labels, directory, max_length)
+    return save_tagger(encoder, tokenizer, labels, directory, max_length, extra)
 
 
 def load_exits(encoder: MultiExitEncoder, labels: LabelSet, directory: str | Path) -> None:

@@ -47,7 +47,9 @@ def train(cfg: DictConfig) -> dict:
     labels = data.prepare()
     # partial: a LabelSet passed to instantiate would be turned into a config
     classifier = labels.task in ("classification", "regression")
-    if classifier != cfg.model._target_.endswith(("ClassifierModule", "DynaBertModule")):
+    if cfg.model._target_.endswith("DynaBertModule"):
+        pass  # distils whichever kind of model its teacher is
+    elif classifier != cfg.model._target_.endswith("ClassifierModule"):
         raise ValueError(f"data={cfg.data.name} is a {labels.task} task but model={cfg.model.name} builds "
                          f"{cfg.model._target_}: use model=minilm_classifier for sentence(-pair) data and "
                          "model=minilm for sequence labeling")

@@ -41,7 +41,7 @@ def export(model_dir: str, width: float, depth: float, output_dir: str) -> dict:
         save_classifier(small, tokenizer, labels, out, meta.get("max_length", 512),
                         {"exported_subnetwork": exported})
     else:
-        save_tagger(small, tokenizer, labels, out, meta.get("max_length", 512))
+        save_tagger(small, tokenizer, labels, out, meta.get("max_length", 512), {"exported_subnetwork": exported})
     copy_code(out)
     params = sum(p.numel() for p in slim.parameters())
     summary = {**exported, "backbone_parameters": params,

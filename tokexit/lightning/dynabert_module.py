@@ -1,4 +1,5 @@
-"""DynaBERT: turn a fine-tuned multi-exit classifier into one model that runs at several widths and depths.
+"""DynaBERT: turn a fine-tuned multi-exit classifier or tagger into one model that runs at several widths and
+depths (a tagger made narrower this way still exits early, token by token, with any labeling exit policy).
 
 ``stage=1`` (width): rewire heads and neurons by importance, then distil the fine-tuned model (the teacher) into
 every width at full depth: soft cross-entropy of the final logits + ``hidden_weight`` (0.1) × MSE of every
@@ -17,17 +18,46 @@ import torch
 import torch.nn.functional as F
 
 from tokexit.data.classification import ClassificationTask
+from tokexit.data.encoding import IGNORE
+from tokexit.data.tagging import LabelSet
 from tokexit.engine.classifier import MultiExitClassifier
+from tokexit.engine.encoder import MultiExitEncoder
 from tokexit.engine.rewiring import importance, rewire
 from tokexit.engine.subnetwork import SubNetwork
-from tokexit.evaluation import classification_scores, gather_tables
+from tokexit.evaluation import (
+    PredictionCollector,
+    classification_scores,
+    gather_tables,
+    main_metric,
+    per_sentence,
+    score,
+)
 from tokexit.lightning.tagging_module import adamw_with_warmup
-from tokexit.model_io import load_classifier
+from tokexit.model_io import load_classifier, load_tagger, read_meta
 
 
-def final_logits(model: MultiExitClassifier, states: list[torch.Tensor]) -> torch.Tensor:
-    """(B, C) logits of the sub-network's last exit from its hidden states."""
-    return model.exits[model.plan[-1][1]](model.pooler(states[-1]))
+def final_logits(model: MultiExitEncoder, states: list[torch.Tensor], batch: dict) -> torch.Tensor:
+    """Logits of the sub-network's last exit from its hidden states: (B, C) for a classifier, (N, C) for the
+    N words of a tagger's batch."""
+    head = model.exits[model.plan[-1][1]]
+    if isinstance(model, MultiExitClassifier):
+        return head(model.pooler(states[-1]))
+    rows, cols = torch.nonzero(batch["word_positions"] >= 0, as_tuple=True)
+    return head(states[-1][rows, batch["word_positions"][rows, cols]])
+
+
+def targets(batch: dict) -> torch.Tensor:
+    """(B,) class ids or values of a classification batch; (N,) word labels of a tagging batch."""
+    if "targets" in batch:
+        return batch["targets"]
+    return batch["labels"][batch["word_positions"] >= 0]
+
+
+def load_model(directory: str) -> tuple[MultiExitEncoder, object]:
+    """A trained classifier or tagger (whichever the directory holds) and its labels."""
+    loader = load_classifier if read_meta(directory).get("kind") == "sequence_classifier" else load_tagger
+    model, _, labels, _ = loader(directory)
+    return model, labels
 
 
 def masked_mse(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -39,7 +69,7 @@ def masked_mse(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.Te
 class DynaBertModule(L.LightningModule):
     def __init__(
         self,
-        labels: ClassificationTask,
+        labels: ClassificationTask | LabelSet,
         teacher: str,
         init_from: str | None = None,
         stage: int = 1,
@@ -60,11 +90,13 @@ class DynaBertModule(L.LightningModule):
             raise ValueError("model.stage must be 1 (width), 2 (width x depth) or 3 (fine-tuning)")
         self.save_hyperparameters(ignore=["labels"])
         self.labels = labels
-        self.teacher, _, teacher_task, _ = load_classifier(teacher)
-        if teacher_task.labels != labels.labels or teacher_task.regression != labels.regression:
-            raise ValueError(f"{teacher}: the teacher's labels {teacher_task.labels} differ from the data's")
+        self.regression = getattr(labels, "regression", False)
+        self.teacher, teacher_labels = load_model(teacher)
+        if teacher_labels.labels != labels.labels or teacher_labels.task != labels.task:
+            raise ValueError(f"{teacher}: the teacher's labels {teacher_labels.labels} differ from the data's")
         self.teacher.requires_grad_(False)
-        self.encoder, _, _, meta = load_classifier(init_from or teacher)
+        self.encoder, _ = load_model(init_from or teacher)
+        meta = read_meta(init_from or teacher)
         self.encoder.train()
         self.depths = list(depths) if stage > 1 else [1.0]
         self.subnetworks = [SubNetwork(w, d) for w, d in itertools.product(widths, self.depths)]
@@ -73,12 +105,16 @@ class DynaBertModule(L.LightningModule):
                                         "teacher": str(teacher), "rewired": stage == 1 or
                                         meta.get("dynabert", {}).get("rewired", False)}}
         self.parts: list[torch.Tensor] = []
+        self.collector = PredictionCollector()
         self.scores: dict[str, list[dict]] = {}
 
-    def task_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        if self.labels.regression:
-            return F.mse_loss(logits[:, 0], targets.float())
-        return F.cross_entropy(logits, targets)
+    def task_loss(self, logits: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
+        if self.regression:
+            return F.mse_loss(logits[:, 0], gold.float())
+        return F.cross_entropy(logits, gold, ignore_index=IGNORE)
+
+    def hidden_states(self, model: MultiExitEncoder, batch: dict) -> list[torch.Tensor]:
+        return model.hidden_states(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
 
     def on_fit_start(self) -> None:
         if self.hparams.stage != 1 or self.hparams.rewire_batches <= 0:
@@ -89,66 +125,74 @@ class DynaBertModule(L.LightningModule):
         model = self.encoder.use_subnetwork(SubNetwork())
 
         def loss(batch: dict) -> torch.Tensor:
-            states = model.hidden_states(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-            return self.task_loss(final_logits(model, states), batch["targets"])
+            return self.task_loss(final_logits(model, self.hidden_states(model, batch), batch), targets(batch))
 
         heads, neurons = importance(model, batches, loss)
         rewire(model, heads, neurons)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        ids, mask, types = batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
+        mask = batch["attention_mask"]
         self.teacher.eval()
         with torch.no_grad():
-            teacher_states = self.teacher.hidden_states(ids, mask, types)
-            teacher_probs = torch.softmax(final_logits(self.teacher, teacher_states), -1)
+            teacher_states = self.hidden_states(self.teacher, batch)
+            teacher_probs = torch.softmax(final_logits(self.teacher, teacher_states, batch), -1)
         total = 0.0
         for sub in self.subnetworks:
             student = self.encoder.use_subnetwork(sub)
-            states = student.hidden_states(ids, mask, types)
-            logits = final_logits(student, states)
+            states = self.hidden_states(student, batch)
+            logits = final_logits(student, states, batch)
             if self.hparams.stage == 3:
-                loss = self.task_loss(logits, batch["targets"])
+                loss = self.task_loss(logits, targets(batch))
             else:
                 hidden = sum(masked_mse(s, teacher_states[e], mask) for s, (_, e) in zip(states, student.plan,
                                                                                           strict=True))
                 loss = self.hidden_weight * hidden
-                if not self.labels.regression:
+                if not self.regression:
                     soft_ce = -(teacher_probs * torch.log_softmax(logits, -1)).sum(-1).mean()
                     loss = loss + self.hparams.logit_weight * soft_ce
             total = total + loss
         self.encoder.use_subnetwork(SubNetwork())
-        self.log("train/loss", total, prog_bar=True, batch_size=len(ids))
+        self.log("train/loss", total, prog_bar=True, batch_size=len(mask))
         return total
 
     # evaluation: the final exit of every sub-network, scored per sub-network
     def _eval_step(self, batch: dict[str, torch.Tensor]) -> None:
-        columns = [batch["index"].float(), batch["targets"].float()]
+        columns = []
         for sub in self.subnetworks:
             model = self.encoder.use_subnetwork(sub)
-            logits = final_logits(model, model.hidden_states(batch["input_ids"], batch["attention_mask"],
-                                                             batch["token_type_ids"]))
-            columns.append(logits[:, 0] if self.labels.regression else logits.argmax(-1).float())
+            logits = final_logits(model, self.hidden_states(model, batch), batch)
+            columns.append(logits[:, 0] if self.regression else logits.argmax(-1).float())
         self.encoder.use_subnetwork(SubNetwork())
-        self.parts.append(torch.stack(columns, 1).cpu())
+        if isinstance(self.encoder, MultiExitClassifier):
+            self.parts.append(torch.stack([batch["index"].float(), batch["targets"].float(), *columns], 1).cpu())
+        else:
+            self.collector.add(batch, torch.stack(columns))  # (K, N) one row per sub-network
 
-    def _eval_end(self, split: str) -> None:
+    def _scores(self, split: str) -> list[dict]:
+        if not isinstance(self.encoder, MultiExitClassifier):
+            table = gather_tables(self.collector.table())
+            self.collector.reset()
+            corpus = self.trainer.datamodule.corpus(split)
+            gold = [s.tags for s in corpus.sentences]
+            return [score(gold, [[self.labels.labels[k] for k in p[i].tolist()] for p in per_sentence(table, corpus)],
+                          self.labels.task) for i in range(len(self.subnetworks))]
         table = gather_tables(torch.cat(self.parts) if self.parts else torch.zeros((0, 0)))
         self.parts = []
-        if not table.numel():
-            return
         index, slot = torch.unique(table[:, 0].long(), return_inverse=True)
         rows = torch.zeros((len(index), table.shape[1]))
         rows[slot] = table
-        cast = (lambda x: x.tolist()) if self.labels.regression else (lambda x: x.long().tolist())
-        metric, scores = self.labels.metric, []
-        for sub, column in zip(self.subnetworks, rows[:, 2:].T, strict=True):
-            s = {"width": sub.width, "depth": sub.depth, **classification_scores(cast(rows[:, 1]), cast(column),
-                                                                                 self.labels)}
-            scores.append(s)
-            self.log(f"{'val' if split == 'validation' else split}/{metric}_w{sub.width}_d{sub.depth}", s[metric])
+        cast = (lambda x: x.tolist()) if self.regression else (lambda x: x.long().tolist())
+        return [classification_scores(cast(rows[:, 1]), cast(column), self.labels) for column in rows[:, 2:].T]
+
+    def _eval_end(self, split: str) -> None:
+        metric = self.labels.metric if isinstance(self.encoder, MultiExitClassifier) else main_metric(self.labels.task)
+        prefix = "val" if split == "validation" else split
+        scores = []
+        for sub, s in zip(self.subnetworks, self._scores(split), strict=True):
+            scores.append({"width": sub.width, "depth": sub.depth, **s})
+            self.log(f"{prefix}/{metric}_w{sub.width}_d{sub.depth}", s[metric])
         self.scores[split] = scores
-        self.log(f"{'val' if split == 'validation' else split}/{metric}",
-                 sum(s[metric] for s in scores) / len(scores), prog_bar=True)
+        self.log(f"{prefix}/{metric}", sum(s[metric] for s in scores) / len(scores), prog_bar=True)
 
     def validation_step(self, batch, batch_idx):
         self._eval_step(batch)
