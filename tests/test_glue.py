@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import shared
+from conftest import REPO, shared
+from omegaconf import OmegaConf
 
 from tokexit.data.conll import DataFormatError
-from tokexit.data.glue import GLUE_TASKS, Example, TsvColumns, label_inventory, read_tsv
+from tokexit.data.glue import Example, TsvColumns, label_inventory, read_tsv
 
 
 def write(tmp_path: Path, text: str, name: str = "f.tsv", bom: bool = False) -> Path:
@@ -18,9 +19,11 @@ def write(tmp_path: Path, text: str, name: str = "f.tsv", bom: bool = False) -> 
 
 
 def task(name: str) -> tuple[TsvColumns, bool]:
-    kwargs = dict(GLUE_TASKS[name])
-    regression = kwargs.pop("regression")
-    return TsvColumns(**kwargs), regression
+    """The column layout of a GLUE data config (conf/data/NAME.yaml, its defaults applied)."""
+    cfg = OmegaConf.load(REPO / "conf" / "data" / f"{name}.yaml")
+    if "defaults" in cfg:
+        cfg = OmegaConf.merge(OmegaConf.load(REPO / "conf" / "data" / "sst2.yaml"), cfg)
+    return TsvColumns(cfg.text_a, cfg.text_b, cfg.label, cfg.header), bool(cfg.regression)
 
 
 def test_single_sentence_with_header_and_trailing_spaces(tmp_path):

@@ -33,17 +33,6 @@ class TsvColumns:
     header: bool | None = None  # None: the file has a header iff the columns are given by name
 
 
-# Keyword arguments of a data config (TsvColumns fields + regression) for the train/dev files of each task.
-# Test files have no label column; read them with label_optional=True (the default) to get label=None.
-GLUE_TASKS: dict[str, dict] = {
-    "sst2": {"text_a": "sentence", "text_b": None, "label": "label", "header": True, "regression": False},
-    "mrpc": {"text_a": "#1 String", "text_b": "#2 String", "label": "Quality", "header": True, "regression": False},
-    "rte": {"text_a": "sentence1", "text_b": "sentence2", "label": "label", "header": True, "regression": False},
-    "stsb": {"text_a": "sentence1", "text_b": "sentence2", "label": "score", "header": True, "regression": True},
-    "cola": {"text_a": 3, "text_b": None, "label": 1, "header": False, "regression": False},
-}
-
-
 def _resolve(path: str, header: list[str] | None, column: str | int | None, optional: bool) -> int | None:
     """Turn a column name into its index in the header (None if optional and absent); pass indices through."""
     if column is None or isinstance(column, int):

@@ -1,0 +1,87 @@
+"""Markdown summary of the sequence-classification runs: per-layer scores of the multi-exit classifiers, PABEE
+at every patience, entropy exits and truncation (reports/sweep_<task>.json from scripts/sweep_classification.py)
+and the DynaBERT grids (reports/dynabert_<task>.json from scripts/dynabert_grid.py).
+
+python scripts/classification_report.py --tasks sst2 mrpc rte stsb --out reports/classification.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from early_exit_report import fmt
+
+from tokexit.tradeoff import pareto_frontier
+
+REPORTS = Path(__file__).resolve().parent.parent / "reports"
+
+
+def sweep_section(task: str, s: dict) -> str:
+    metric, full = s["metric"], s["full_score"]
+    lines = [f"### {task}: {metric} (full model {full:.2f})", "",
+             f"Command: `{s['command']}`  ", f"Batch size {s['batch_size']}, {s['threads']} CPU threads; curve: "
+             f"[sweep_{task}.png](sweep_{task}.png), every point: [sweep_{task}.csv](sweep_{task}.csv).", "",
+             "Exit layer scores of the full run: " + ", ".join(f"{x:.2f}" for x in s["layer_scores"]), "",
+             "| policy | settings | score (Δ full) | FLOPs speed-up | wall speed-up | avg exit layer |",
+             "|---|---|---|---|---|---|"]
+    for p in s["points"]:
+        if p["series"].startswith("patience"):
+            d = p["policy"]
+            settings = f"patience={d['patience']}" + (f", threshold={d['regression_threshold']}"
+                                                      if "threshold" in p["series"] else "")
+            lines.append(f"| PABEE | {settings} | {p['score']:.2f} ({p['score'] - full:+.2f}) | "
+                         f"{p['flops_speedup']:.2f}x | {p['wall_speedup']:.2f}x | {p['avg_exit_layer']:.2f} |")
+    for name in s["score_at_speedup"]:
+        if name.startswith("patience"):
+            continue
+        for p in pareto_frontier([p for p in s["points"] if p["series"] == name]):
+            d = p["policy"]
+            settings = f"threshold={d['threshold']:.3g}" if "threshold" in d else f"layer={d.get('layer')}"
+            lines.append(f"| {name} | {settings} | {p['score']:.2f} ({p['score'] - full:+.2f}) | "
+                         f"{p['flops_speedup']:.2f}x | {p['wall_speedup']:.2f}x | {p['avg_exit_layer']:.2f} |")
+    lines += ["", "Score on each policy's frontier at a FLOPs speed-up:", "", "| policy | 1.5x | 2x | 3x |",
+              "|---|---|---|---|"]
+    for name, row in s["score_at_speedup"].items():
+        lines.append(f"| {name} | {fmt(row['1.5x'])} | {fmt(row['2x'])} | {fmt(row['3x'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", nargs="+", default=["sst2", "mrpc", "rte", "stsb"])
+    parser.add_argument("--out", type=Path, default=REPORTS / "classification.md")
+    args = parser.parse_args()
+    parts = ["# Sequence classification: PABEE, entropy exits and DynaBERT on GLUE dev (MiniLM-L6)", "",
+             "All on 2 CPU cores. Models: `bash scripts/train_glue.sh` (multi-exit classifiers) and "
+             "`bash scripts/train_dynabert.sh` (DynaBERT stages 1-2 and grids); sweeps: "
+             "`bash scripts/run_classification_reports.sh`.", ""]
+    summary = ["| task | metric | full model | PABEE p=1..5: score @ FLOPs speed-up | entropy (FastBERT) @ 1.5x / 2x "
+               "| static @ 1.5x / 2x |", "|---|---|---|---|---|---|"]
+    sections = []
+    for task in args.tasks:
+        path = REPORTS / f"sweep_{task}.json"
+        if not path.is_file():
+            continue
+        s = json.loads(path.read_text())
+        pabee = [p for p in s["points"] if p["series"].startswith("patience")
+                 and p["policy"].get("regression_threshold") in (0.1, None) or p["series"] == "patience"]
+        cells = ", ".join(f"{p['score']:.1f}@{p['flops_speedup']:.2f}x" for p in pabee)
+        at = s["score_at_speedup"]
+        ent = at.get("entropy (FastBERT, normalised)", {})
+        summary.append(f"| {task} | {s['metric']} | {s['full_score']:.2f} | {cells} | {fmt(ent.get('1.5x'))} / "
+                       f"{fmt(ent.get('2x'))} | {fmt(at['static']['1.5x'])} / {fmt(at['static']['2x'])} |")
+        sections.append(sweep_section(task, s))
+    parts += ["## Summary", "", *summary, "", "## Early exit per task", "", *sections]
+    grids = [REPORTS / f"dynabert_{t}.md" for t in args.tasks if (REPORTS / f"dynabert_{t}.md").is_file()]
+    if grids:
+        parts += ["## DynaBERT grids", ""]
+        for g in grids:
+            parts += [g.read_text().replace("# DynaBERT grid", "### DynaBERT grid", 1), ""]
+    args.out.write_text("\n".join(parts))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
