@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 from tokexit.engine.classifier import MultiExitClassifier
 from tokexit.engine.classify_exit import classification_flops, classify_early_exit
 from tokexit.exits.base import ExitPolicy
+from tokexit.predict import _sync
 
 
 @dataclass
@@ -22,11 +23,6 @@ class ClassifyRun:
     flops: float  # analytic FLOPs of this run
     full_flops: float  # analytic FLOPs of the full model (last exit only) on the same data
     seconds: float  # wall clock of the forward passes
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 @torch.inference_mode()

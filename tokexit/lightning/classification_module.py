@@ -11,7 +11,7 @@ from tokexit.backbones import load_backbone
 from tokexit.data.classification import ClassificationTask
 from tokexit.engine.classifier import MultiExitClassifier
 from tokexit.evaluation import classification_scores, gather_tables
-from tokexit.lightning.tagging_module import adamw_with_warmup, layer_weights
+from tokexit.lightning.hooks import EvaluationHooks, layer_weights
 
 
 def exit_losses(logits: torch.Tensor, targets: torch.Tensor, regression: bool) -> torch.Tensor:
@@ -26,7 +26,7 @@ def layer_predictions(logits: torch.Tensor, regression: bool) -> torch.Tensor:
     return logits[..., 0] if regression else logits.argmax(-1)
 
 
-class MultiExitClassifierModule(L.LightningModule):
+class MultiExitClassifierModule(EvaluationHooks, L.LightningModule):
     def __init__(
         self,
         labels: ClassificationTask,
@@ -97,18 +97,3 @@ class MultiExitClassifierModule(L.LightningModule):
         for i, s in enumerate(scores, start=1):
             self.log(f"{prefix}/{metric}_layer{i}", s[metric], sync_dist=False)
         self.log(f"{prefix}/{metric}", scores[-1][metric], prog_bar=True, sync_dist=False)
-
-    def validation_step(self, batch, batch_idx):
-        self._eval_step(batch)
-
-    def on_validation_epoch_end(self):
-        self._eval_end("validation")
-
-    def test_step(self, batch, batch_idx):
-        self._eval_step(batch)
-
-    def on_test_epoch_end(self):
-        self._eval_end("test")
-
-    def configure_optimizers(self):
-        return adamw_with_warmup(self, self.encoder)

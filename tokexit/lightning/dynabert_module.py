@@ -32,7 +32,7 @@ from tokexit.evaluation import (
     per_sentence,
     score,
 )
-from tokexit.lightning.tagging_module import adamw_with_warmup
+from tokexit.lightning.hooks import EvaluationHooks
 from tokexit.model_io import load_classifier, load_tagger, read_meta
 
 
@@ -66,7 +66,7 @@ def masked_mse(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.Te
     return ((a - b) ** 2 * m).sum() / (m.sum() * a.shape[-1])
 
 
-class DynaBertModule(L.LightningModule):
+class DynaBertModule(EvaluationHooks, L.LightningModule):
     def __init__(
         self,
         labels: ClassificationTask | LabelSet,
@@ -193,18 +193,3 @@ class DynaBertModule(L.LightningModule):
             self.log(f"{prefix}/{metric}_w{sub.width}_d{sub.depth}", s[metric])
         self.scores[split] = scores
         self.log(f"{prefix}/{metric}", sum(s[metric] for s in scores) / len(scores), prog_bar=True)
-
-    def validation_step(self, batch, batch_idx):
-        self._eval_step(batch)
-
-    def on_validation_epoch_end(self):
-        self._eval_end("validation")
-
-    def test_step(self, batch, batch_idx):
-        self._eval_step(batch)
-
-    def on_test_epoch_end(self):
-        self._eval_end("test")
-
-    def configure_optimizers(self):
-        return adamw_with_warmup(self, self.encoder)

@@ -5,50 +5,16 @@ from __future__ import annotations
 import lightning as L
 import torch
 import torch.nn.functional as F
-from transformers import get_linear_schedule_with_warmup
 
 from tokexit.backbones import load_backbone
 from tokexit.data.encoding import IGNORE
 from tokexit.data.tagging import LabelSet
 from tokexit.engine import MultiExitEncoder
 from tokexit.evaluation import PredictionCollector, gather_tables, main_metric, per_sentence, score_layers
+from tokexit.lightning.hooks import EvaluationHooks, layer_weights
 
 
-def layer_weights(num_layers: int, kind: str) -> torch.Tensor:
-    """Joint-loss weights: ``linear`` (layer i gets i / Σ i, deeper exits count more) or ``uniform``."""
-    if kind == "linear":
-        w = torch.arange(1, num_layers + 1, dtype=torch.float)
-    elif kind == "uniform":
-        w = torch.ones(num_layers)
-    else:
-        raise ValueError(f"loss_weights must be 'linear' or 'uniform', not '{kind}'")
-    return w / w.sum()
-
-
-def adamw_with_warmup(module: L.LightningModule, encoder: torch.nn.Module) -> dict:
-    """Fused AdamW with separate learning rates for the backbone (``backbone_lr``, no decay on biases and norms)
-    and the exits and pooler (``head_lr``), and linear warm-up then decay over the run's steps."""
-    hp = module.hparams
-    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
-    groups = [
-        {"params": [], "lr": hp.backbone_lr, "weight_decay": hp.weight_decay},
-        {"params": [], "lr": hp.backbone_lr, "weight_decay": 0.0},
-        {"params": [], "lr": hp.head_lr, "weight_decay": 0.0},
-    ]
-    for name, p in encoder.named_parameters():
-        if not p.requires_grad:
-            continue
-        if name.startswith(("exits.", "pooler.")):
-            groups[2]["params"].append(p)
-        else:
-            groups[1 if name.endswith(no_decay) else 0]["params"].append(p)
-    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], fused=True)
-    total = module.trainer.estimated_stepping_batches
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(hp.warmup_ratio * total), total)
-    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-
-class MultiExitTaggerModule(L.LightningModule):
+class MultiExitTaggerModule(EvaluationHooks, L.LightningModule):
     def __init__(
         self,
         labels: LabelSet,
@@ -109,18 +75,3 @@ class MultiExitTaggerModule(L.LightningModule):
             self.log(f"{prefix}/{metric}_layer{i}", s[metric], sync_dist=False)
         self.log(f"{prefix}/{metric}", scores[-1][metric], prog_bar=True, sync_dist=False)
         self.log(f"{prefix}/{metric}_mean", sum(s[metric] for s in scores) / len(scores), sync_dist=False)
-
-    def validation_step(self, batch, batch_idx):
-        self._eval_step(batch)
-
-    def on_validation_epoch_end(self):
-        self._eval_end("validation")
-
-    def test_step(self, batch, batch_idx):
-        self._eval_step(batch)
-
-    def on_test_epoch_end(self):
-        self._eval_end("test")
-
-    def configure_optimizers(self):
-        return adamw_with_warmup(self, self.encoder)

@@ -1,0 +1,61 @@
+"""What every tokexit LightningModule shares: joint-loss layer weights, the optimizer, and the validation/test
+hooks routed to the module's ``_eval_step(batch)`` and ``_eval_end(split)``."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from transformers import get_linear_schedule_with_warmup
+
+
+def layer_weights(num_layers: int, kind: str) -> torch.Tensor:
+    """Joint-loss weights: ``linear`` (layer i gets i / Σ i, deeper exits count more) or ``uniform``."""
+    if kind == "linear":
+        w = torch.arange(1, num_layers + 1, dtype=torch.float)
+    elif kind == "uniform":
+        w = torch.ones(num_layers)
+    else:
+        raise ValueError(f"loss_weights must be 'linear' or 'uniform', not '{kind}'")
+    return w / w.sum()
+
+
+def adamw_with_warmup(module: L.LightningModule, encoder: torch.nn.Module) -> dict:
+    """Fused AdamW with separate learning rates for the backbone (``backbone_lr``, no decay on biases and norms)
+    and the exits and pooler (``head_lr``), and linear warm-up then decay over the run's steps."""
+    hp = module.hparams
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+    groups = [
+        {"params": [], "lr": hp.backbone_lr, "weight_decay": hp.weight_decay},
+        {"params": [], "lr": hp.backbone_lr, "weight_decay": 0.0},
+        {"params": [], "lr": hp.head_lr, "weight_decay": 0.0},
+    ]
+    for name, p in encoder.named_parameters():
+        if not p.requires_grad:
+            continue
+        if name.startswith(("exits.", "pooler.")):
+            groups[2]["params"].append(p)
+        else:
+            groups[1 if name.endswith(no_decay) else 0]["params"].append(p)
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], fused=True)
+    total = module.trainer.estimated_stepping_batches
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(hp.warmup_ratio * total), total)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class EvaluationHooks:
+    """Mixin for a LightningModule with ``encoder``, ``_eval_step(batch)`` and ``_eval_end(split)``."""
+
+    def validation_step(self, batch, batch_idx):
+        self._eval_step(batch)
+
+    def on_validation_epoch_end(self):
+        self._eval_end("validation")
+
+    def test_step(self, batch, batch_idx):
+        self._eval_step(batch)
+
+    def on_test_epoch_end(self):
+        self._eval_end("test")
+
+    def configure_optimizers(self):
+        return adamw_with_warmup(self, self.encoder)
