@@ -11,6 +11,13 @@ sweep() { .venv/bin/python scripts/sweep_exits.py --model-dir "runs/$1-minilm-l6
 [ -d runs/conll2003-minilm-l6/model ] && .venv/bin/python scripts/sweep_exits.py --model-dir runs/conll2003-minilm-l6/model \
     --test-file "$S/conll2003/eng.testb" --out reports/sweep_conll2003_upper2 --windows 3,5 \
     --thresholds 0.01,0.02,0.05,0.1,0.15,0.2,0.3 --upper-factor 2 --timing-repeats 1
+# stage 2: the self-sampling fine-tuned CoNLL-2003 model (python -m tokexit.train experiment=conll2003_selfsampling)
+SS=runs/conll2003-minilm-l6-selfsampling/model
+[ -d $SS ] && .venv/bin/python scripts/sweep_exits.py --model-dir $SS --test-file "$S/conll2003/eng.testb" \
+    --out reports/sweep_conll2003_selfsampling --thresholds $T --timing-repeats 1 --threads 1
+[ -d $SS ] && .venv/bin/python scripts/sweep_exits.py --model-dir $SS --test-file "$S/conll2003/eng.testb" \
+    --out reports/sweep_conll2003_selfsampling_upper2 --windows 3,5 --thresholds 0.01,0.02,0.05,0.1,0.15,0.2,0.3 \
+    --upper-factor 2 --timing-repeats 1 --threads 1
 [ -d runs/ewt-minilm-l6/model ] && sweep ewt "$S/ud_english_ewt/en_ewt-ud-test.conllu"
 [ -d runs/wnut17-minilm-l6/model ] && sweep wnut17 "$S/wnut17/emerging.test.annotated"
 # wall-clock check of one setting (about 2x) at batch 32 and batch 1, three interleaved timings each
@@ -20,5 +27,6 @@ for bs in 32 1; do
         exit.threshold=0.02 timing_repeats=3
     rm -f reports/eval_conll2003_tw3_b$bs/predictions.conll
 done
-.venv/bin/python scripts/early_exit_report.py reports/sweep_conll2003.json reports/sweep_conll2003_upper2.json reports/sweep_ewt.json reports/sweep_wnut17.json --out reports/early_exit.md \
+.venv/bin/python scripts/early_exit_report.py reports/sweep_conll2003.json reports/sweep_conll2003_upper2.json \
+    reports/sweep_conll2003_selfsampling.json reports/sweep_conll2003_selfsampling_upper2.json reports/sweep_ewt.json reports/sweep_wnut17.json --out reports/early_exit.md \
     --eval reports/eval_conll2003_tw3_b32/metrics.json reports/eval_conll2003_tw3_b1/metrics.json

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 GLUE=${TOKEXIT_DATA_ROOT:-../shared/data}/glue
 declare -A FOLDER=([mrpc]=MRPC [rte]=RTE [stsb]=STS-B [sst2]=SST-2)
-declare -A EXTRA=([mrpc]="" [rte]="" [stsb]="" [sst2]="+trainer.limit_train_batches=0.15")
+declare -A EXTRA=([mrpc]="" [rte]="" [stsb]="" [sst2]="trainer.limit_train_batches=0.1")
 for task in ${TASKS:-mrpc rte stsb sst2}; do
     teacher=runs/$task-minilm-l6-classifier/model
     for stage in 1 2; do
