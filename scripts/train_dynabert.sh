@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # DynaBERT on the GLUE classifiers of scripts/train_glue.sh: stage 1 (rewiring + width distillation) and stage 2
-# (width x depth distillation) per task, then the grid report of exported sub-networks (scripts/dynabert_grid.py).
+# (width x depth distillation) per task, EPOCHS (default 1) each, then the grid report of exported sub-networks
+# (scripts/dynabert_grid.py; GRID=0 skips it).
 # Skips finished runs. About an hour on 2 CPU cores. Run from the repo root after scripts/train_glue.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +15,7 @@ for task in ${TASKS:-mrpc rte stsb sst2}; do
         init=$([ "$stage" = 2 ] && echo "model.init_from=runs/$task-dynabert-stage1/model" || echo "")
         if [ ! -f "$out/metrics.json" ]; then
             .venv/bin/python -m tokexit.train data=$task model=dynabert model.teacher=$teacher model.stage=$stage \
-                $init trainer.max_epochs=2 ${EXTRA[$task]} output_dir=$out trainer.enable_progress_bar=false \
+                $init trainer.max_epochs=${EPOCHS:-1} ${EXTRA[$task]} output_dir=$out trainer.enable_progress_bar=false \
                 > "$out.log" 2>&1
         fi
     done

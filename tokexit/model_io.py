@@ -99,7 +99,7 @@ def load_exits(encoder: MultiExitEncoder, labels: LabelSet, directory: str | Pat
     saved = read_meta(directory)["labels"]
     if saved != labels.labels:
         raise ValueError(f"{directory}: the model's labels {saved} differ from the data's {labels.labels}")
-    encoder.exits.load_state_dict(load_file(directory / EXITS_FILE))
+    encoder.exits.load_state_dict(load_file(Path(directory) / EXITS_FILE))
 
 
 def load_tagger(directory: str | Path) -> tuple[MultiExitEncoder, object, LabelSet, dict]:
