@@ -21,7 +21,7 @@ def section(path: Path) -> str:
     s = json.loads(path.read_text())
     metric, full = s["metric"], s["full_score"]
     lines = [
-        f"## {Path(s['test_file']).name} ({metric}; full model {full:.2f})",
+        f"## {Path(s['test_file']).name}, {Path(s['model_dir']).parent.name} ({metric}; full model {full:.2f})",
         "",
         f"Command: `{s['command']}`  ",
         f"Batch size {s['batch_size']}, {s['threads']} CPU threads; curve: [{path.with_suffix('.png').name}]"
@@ -54,8 +54,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--eval", nargs="*", type=Path, default=[],
                         help="metrics.json files of tokexit.evaluate runs with an exit policy (wall-clock checks)")
+    parser.add_argument("--note", default="", help="a paragraph printed under the title")
     args = parser.parse_args()
-    text = "# Early exit for sequence labeling: accuracy vs speed-up\n\n" + "\n".join(
+    text = "# Early exit for sequence labeling: accuracy vs speed-up\n\n" + (args.note + "\n\n" if args.note else "")
+    text += "\n".join(
         section(p) for p in args.sweeps if p.is_file())
     if args.eval:
         text += ("\n## Wall-clock checks (`tokexit.evaluate`, full model and policy timed interleaved, best of "
