@@ -4,7 +4,7 @@ Each sub-network of a DynaBERT model is exported (``python -m tokexit.export``) 
 on the labelled TSV file with tokexit (its last exit, the same as running the sub-network inside the full model),
 and timed twice on the same length-sorted batches: with tokexit's engine and as a plain Hugging Face model
 (``AutoModel.from_pretrained(dir, trust_remote_code=True)``, encoder forward only). Speed-ups are against the
-fine-tuned full model (the teacher) timed the same way, interleaved, best of --repeats.
+fine-tuned full model (the teacher) timed the same way right after each sub-network, best of --repeats each.
 
 Example (see reports/dynabert.md):
     .venv/bin/python scripts/dynabert_grid.py --model-dir runs/mrpc-dynabert-stage2/model \
@@ -88,19 +88,17 @@ def main() -> None:
                 out = Path(tmp) / f"w{width}_d{depth}"
                 exported = export(args.model_dir, width, depth, str(out))
                 m = measure(out, args.test_file, columns, args.batch_size, args.repeats)
-                t = measure(args.teacher, args.test_file, columns, args.batch_size, 1)  # interleaved reference
-                teacher["tokexit_seconds"] = min(teacher["tokexit_seconds"], t["tokexit_seconds"])
-                teacher["hf_seconds"] = min(teacher["hf_seconds"], t["hf_seconds"])
+                t = measure(args.teacher, args.test_file, columns, args.batch_size, args.repeats)  # timed next to it
                 m.pop("predictions")
                 rows.append({"width": width, "depth": depth, "heads": exported["heads"],
-                             "neurons": exported["neurons"], "layers": exported["layers"], **m})
+                             "neurons": exported["neurons"], "layers": exported["layers"], **m,
+                             "tokexit_wall_speedup": t["tokexit_seconds"] / m["tokexit_seconds"],
+                             "hf_wall_speedup": t["hf_seconds"] / m["hf_seconds"]})
                 print(f"w={width} d={depth}: {metric} {m['scores'][metric]:.2f}  params "
                       f"{m['backbone_parameters'] / 1e6:.1f}M  {m['flops_per_example'] / 1e9:.2f} GFLOPs")
     teacher.pop("predictions")
     for r in rows:
         r["flops_speedup"] = teacher["flops_per_example"] / r["flops_per_example"]
-        r["tokexit_wall_speedup"] = teacher["tokexit_seconds"] / r["tokexit_seconds"]
-        r["hf_wall_speedup"] = teacher["hf_seconds"] / r["hf_seconds"]
     write_json(Path(args.out).with_suffix(".json"), {
         "command": command_line(), "model_dir": args.model_dir, "teacher": args.teacher, "test_file": args.test_file,
         "metric": metric, "batch_size": args.batch_size, "threads": torch.get_num_threads(), "teacher_result": teacher,

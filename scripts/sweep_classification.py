@@ -2,7 +2,8 @@
 
 PABEE at patience 1..L-1, entropy exits (FastBERT's normalised entropy and DeeBERT's raw entropy) over a grid of
 thresholds, and static truncation at every layer; each scored on the file and timed against the full model on
-the same batches (interleaved, best of --timing-repeats). The TSV layout is the one the model was trained on.
+the same batches, the two timed alternately (best of --timing-repeats each), so that a busy machine slows both
+alike. The TSV layout is the one the model was trained on.
 
 Example (see reports/classification.md for the committed runs):
     .venv/bin/python scripts/sweep_classification.py --model-dir runs/mrpc-minilm-l6-classifier/model \
@@ -83,9 +84,11 @@ def main() -> None:
     thresholds = [float(t) for t in args.regression_thresholds.split(",")]
     for series, policy in policies(steps, task.num_outputs, task.regression, thresholds):
         run = run_examples(model, loader, task.regression, policy)
-        for _ in range(args.timing_repeats - 1):
+        reference = run_examples(model, loader, task.regression, NoExit())  # timed next to the policy
+        for _ in range(args.timing_repeats - 1):  # interleaved: a busy machine slows both the same way
+            reference.seconds = min(reference.seconds, run_examples(model, loader, task.regression, NoExit()).seconds)
             run.seconds = min(run.seconds, run_examples(model, loader, task.regression, policy).seconds)
-        summary = exit_summary(run, full, steps, run.exit_layers)
+        summary = exit_summary(run, reference, steps, run.exit_layers)
         s = score(run.predictions)
         points.append({"series": series, "policy": policy.describe(), "score": s, **summary})
         print(f"{series:32s} {json.dumps({k: v for k, v in policy.describe().items() if v is not None})[:60]:60s} "
