@@ -158,3 +158,17 @@ def test_dynabert_stages_and_export_of_a_subnetwork(sentiment, tmp_path):
     assert inside["layers"] == alone["layers"]
     backbone = AutoModel.from_pretrained(tmp_path / "small", trust_remote_code=True, local_files_only=True)
     assert backbone.config.num_hidden_layers == 2 and backbone.config.num_attention_heads == 1
+
+
+def test_python_api_classifies_in_input_order(sentiment, tmp_path):
+    from tokexit.api import Classifier
+    from tokexit.exits import PatienceExit
+
+    classifier = Classifier.load(sentiment["model"], device="cpu")
+    texts = ["the film was good", "a bad plot", "very good music and a good ending", "bad"]
+    full = classifier.classify(texts)
+    assert [c.exit_layer for c in full] == [3, 3, 3, 3]
+    early = classifier.classify(texts, exit=PatienceExit(1), batch_size=3)
+    assert all(c.exit_layer in (2, 3) for c in early) and len(early) == 4
+    assert [c.label for c in classifier.classify(texts[::-1])] == [c.label for c in full][::-1]
+    assert classifier.classify([]) == []

@@ -1,8 +1,11 @@
-"""Python API: load a trained model directory and tag raw or pre-tokenised sentences.
+"""Python API: load a trained model directory and tag raw or pre-tokenised sentences, or classify sentences
+and sentence pairs.
 
 >>> tagger = Tagger.load("runs/wnut16-minilm-l6/model")
 >>> tagger.tag("Empire State Building is in New York")
 [[TaggedWord(word='Empire', tag='B-facility', exit_layer=6), ...]]
+>>> Classifier.load("runs/mrpc/model").classify([("He said so .", "He told us so .")], exit=PatienceExit(2))
+[Classified(label='1', exit_layer=3)]
 """
 
 from __future__ import annotations
@@ -13,9 +16,12 @@ from pathlib import Path
 
 import torch
 
+from tokexit.classify import run_examples
+from tokexit.data.classification import encode_examples, sorted_example_loader
 from tokexit.data.conll import Corpus, Sentence
+from tokexit.data.glue import Example
 from tokexit.exits.base import ExitPolicy
-from tokexit.model_io import load_tagger
+from tokexit.model_io import load_classifier, load_tagger
 from tokexit.predict import predict_corpus
 
 WORD = re.compile(r"\w+(?:[-'’.]\w+)*|[^\w\s]")
@@ -69,3 +75,42 @@ class Tagger:
             result.append([TaggedWord(word, self.labels.labels[k], int(e))
                            for word, k, e in zip(w, tags.tolist(), layers.tolist(), strict=True)])
         return result
+
+
+@dataclass
+class Classified:
+    label: str | float  # class name, or the value for regression
+    exit_layer: int  # 1-based layer whose exit decided
+
+
+class Classifier:
+    """A trained multi-exit sentence(-pair) classifier."""
+
+    def __init__(self, model, tokenizer, task, max_length: int = 512, device: str = "cpu"):
+        self.model, self.tokenizer, self.task = model.to(device).eval(), tokenizer, task
+        self.max_length, self.device = max_length, device
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str | None = None) -> Classifier:
+        model, tokenizer, task, meta = load_classifier(directory)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        return cls(model, tokenizer, task, meta.get("max_length", 512), device)
+
+    def classify(self, texts: str | list[str] | list[tuple[str, str]], batch_size: int = 32,
+                 exit: ExitPolicy | None = None) -> list[Classified]:
+        """Classify one text, a list of texts, or a list of (text, text) pairs, in input order.
+
+        ``exit``: e.g. ``PatienceExit(2)`` or ``EntropyExit(0.2)``; None runs the full model.
+        """
+        if isinstance(texts, str):
+            texts = [texts]
+        examples = [Example(*t, None, i) if isinstance(t, tuple) else Example(t, None, None, i)
+                    for i, t in enumerate(texts)]
+        if not examples:
+            return []
+        rows = encode_examples(examples, self.tokenizer, None, self.max_length)
+        loader = sorted_example_loader(rows, batch_size, self.tokenizer.pad_token_id)
+        run = run_examples(self.model, loader, self.task.regression, exit, self.device)
+        values = run.predictions.tolist()
+        labels = values if self.task.regression else [self.task.labels[int(v)] for v in values]
+        return [Classified(label, int(e)) for label, e in zip(labels, run.exit_layers.tolist(), strict=True)]
