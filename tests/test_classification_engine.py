@@ -25,9 +25,9 @@ CONFIG = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=4, num_att
 
 
 @functools.cache
-def classifier(labels: int = 3, seed: int = 0) -> MultiExitClassifier:
+def classifier(labels: int = 3, seed: int = 0, pooling: str = "cls") -> MultiExitClassifier:
     torch.manual_seed(seed)
-    model = MultiExitClassifier(AutoModel.from_config(CONFIG), num_labels=labels).eval()
+    model = MultiExitClassifier(AutoModel.from_config(CONFIG), num_labels=labels, pooling=pooling).eval()
     for head in model.exits:  # spread the logits so that exits disagree and entropies vary
         torch.nn.init.normal_(head.classifier.weight, std=1.0)
     return model
@@ -70,9 +70,9 @@ POLICIES = {
 
 
 @settings(max_examples=12, deadline=None)
-@given(st.sampled_from(sorted(POLICIES)), st.integers(2, 10), st.integers(0, 10_000))
-def test_batched_exit_equals_batch_size_one(name, b, seed):
-    model, batch, policy = classifier(), random_batch(b, seed), POLICIES[name]
+@given(st.sampled_from(sorted(POLICIES)), st.integers(2, 10), st.integers(0, 10_000), st.sampled_from(["cls", "mean"]))
+def test_batched_exit_equals_batch_size_one(name, b, seed, pooling):
+    model, batch, policy = classifier(pooling=pooling), random_batch(b, seed), POLICIES[name]
     together = run(model, policy, batch)
     for i in range(b):
         n = int(batch["attention_mask"][i].sum())
@@ -118,7 +118,7 @@ def test_flops_of_the_full_run_match_torch_flop_counter():
     with FlopCounterMode(display=False) as counter, sdpa_kernel(SDPBackend.MATH), torch.no_grad():
         ids, mask = batch["input_ids"], batch["attention_mask"]
         hidden = model.hidden_states(ids, mask)[-1]
-        model.exits[-1](model.pooler(hidden))
+        model.exits[-1](model.pooler(hidden, mask))
     assert int(run(model, NoExit(), batch).flops[0]) == counter.get_total_flops()
 
 
@@ -161,7 +161,8 @@ def test_rewiring_keeps_the_full_model_and_puts_important_units_first():
 
     def loss(batch):
         states = model.hidden_states(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-        return torch.nn.functional.cross_entropy(model.exits[-1](model.pooler(states[-1])), targets)
+        pooled = model.pooler(states[-1], batch["attention_mask"])
+        return torch.nn.functional.cross_entropy(model.exits[-1](pooled), targets)
 
     args = (batches[0]["input_ids"], batches[0]["attention_mask"], batches[0]["token_type_ids"])
     with torch.no_grad():

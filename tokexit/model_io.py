@@ -55,7 +55,7 @@ def save_classifier(model: MultiExitClassifier, tokenizer, task: ClassificationT
     heads.update({f"pooler.{k}": v for k, v in model.pooler.state_dict().items()})
     save_file({k: v.contiguous() for k, v in heads.items()}, directory / EXITS_FILE)
     meta = {"kind": "sequence_classifier", **task.to_dict(), "max_length": max_length,
-            "num_layers": model.num_layers, **(extra or {})}
+            "num_layers": model.num_layers, "pooling": model.pooler.mode, **(extra or {})}
     (directory / META_FILE).write_text(json.dumps(meta, indent=2))
     return directory
 
@@ -68,7 +68,7 @@ def load_classifier(directory: str | Path) -> tuple[MultiExitClassifier, object,
         raise ValueError(f"{directory}: a {meta.get('kind')} model, not a sequence classifier")
     backbone, tokenizer = _load_backbone_and_tokenizer(directory)
     task = ClassificationTask.from_dict(meta)
-    model = MultiExitClassifier(backbone, task.num_outputs)
+    model = MultiExitClassifier(backbone, task.num_outputs, pooling=meta.get("pooling", "cls"))
     state = load_file(directory / EXITS_FILE)
     model.exits.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("exits.")})
     model.pooler.load_state_dict({k[7:]: v for k, v in state.items() if k.startswith("pooler.")})

@@ -64,7 +64,7 @@ def classify_early_exit(
         last = step == len(plan) - 1
         if not (last or policy.can_stop(step, len(plan))):
             continue
-        logits = model.exits[exit_index](model.pooler(hidden)).float()  # (b, C)
+        logits = model.exits[exit_index](model.pooler(hidden, mask)).float()  # (b, C)
         heads_run[rows] += 1
         stop = torch.ones(len(rows), dtype=torch.bool, device=device) if last else \
             policy.decide_examples(step, len(plan), logits, state)

@@ -30,7 +30,8 @@ def export(model_dir: str, width: float, depth: float, output_dir: str) -> dict:
     parts = model.adapter.layer(0)
     heads, neurons = sub.heads(parts.num_heads), sub.neurons(parts.ffn_in.out_features)
     slim = with_code(slice_bert(model.backbone, heads, neurons, [layer for layer, _ in plan]))
-    small = (MultiExitClassifier if classifier else MultiExitEncoder)(slim, model.num_labels)
+    small = (MultiExitClassifier(slim, model.num_labels, pooling=model.pooler.mode) if classifier
+             else MultiExitEncoder(slim, model.num_labels))
     for j, (_, exit_index) in enumerate(plan):
         small.exits[j].load_state_dict(model.exits[exit_index].state_dict())
     exported = {"from": str(model_dir), "width": width, "depth": depth, "heads": heads, "neurons": neurons,

@@ -40,6 +40,7 @@ class MultiExitClassifierModule(EvaluationHooks, L.LightningModule):
         warmup_ratio: float = 0.1,
         head_dropout: float | None = None,
         self_distillation: float = 0.0,
+        pooling: str = "cls",
         name: str = "model",
     ):
         super().__init__()
@@ -51,6 +52,7 @@ class MultiExitClassifierModule(EvaluationHooks, L.LightningModule):
             load_backbone(backbone, random_init=random_init, config_overrides=overrides),
             num_labels=labels.num_outputs,
             head_dropout=head_dropout,
+            pooling=pooling,
         )
         self.register_buffer("loss_weights", layer_weights(self.encoder.num_layers, loss_weights), persistent=False)
         self.parts: list[torch.Tensor] = []

@@ -41,7 +41,7 @@ def final_logits(model: MultiExitEncoder, states: list[torch.Tensor], batch: dic
     N words of a tagger's batch."""
     head = model.exits[model.plan[-1][1]]
     if isinstance(model, MultiExitClassifier):
-        return head(model.pooler(states[-1]))
+        return head(model.pooler(states[-1], batch["attention_mask"]))
     rows, cols = torch.nonzero(batch["word_positions"] >= 0, as_tuple=True)
     return head(states[-1][rows, batch["word_positions"][rows, cols]])
 
