@@ -82,7 +82,8 @@ def _load_backbone_and_tokenizer(directory: Path):
     remote = config.get("model_type") == "slim_bert"
     backbone = AutoModel.from_pretrained(directory, local_files_only=True, trust_remote_code=remote)
     kwargs = adapter_class(backbone.config.model_type).tokenizer_kwargs(backbone.config)
-    tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True, use_fast=True, **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True, use_fast=True,
+                                              trust_remote_code=remote, **kwargs)
     return backbone, tokenizer
 
 
