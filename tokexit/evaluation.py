@@ -48,6 +48,15 @@ def gather_tables(table: torch.Tensor) -> torch.Tensor:
     return torch.cat([t for t in tables if t.numel()])
 
 
+def unique_examples(table: torch.Tensor) -> torch.Tensor:
+    """(N, K) rows keyed by an example index in column 0 -> one row per index, sorted by it (the DDP sampler
+    repeats examples across ranks; duplicates carry identical values)."""
+    index, slot = torch.unique(table[:, 0].long(), return_inverse=True)
+    rows = torch.zeros((len(index), table.shape[1]), dtype=table.dtype)
+    rows[slot] = table
+    return rows
+
+
 def per_sentence(table: torch.Tensor, corpus: Corpus) -> list[torch.Tensor]:
     """De-duplicate and sort rows by (sentence, word); return one (K, n_words) tensor per sentence.
 

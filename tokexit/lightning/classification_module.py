@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from tokexit.backbones import load_backbone
 from tokexit.data.classification import ClassificationTask
 from tokexit.engine.classifier import MultiExitClassifier
-from tokexit.evaluation import classification_scores, gather_tables
+from tokexit.evaluation import classification_scores, gather_tables, unique_examples
 from tokexit.lightning.hooks import EvaluationHooks, layer_weights
 
 
@@ -85,9 +85,7 @@ class MultiExitClassifierModule(EvaluationHooks, L.LightningModule):
         self.parts = []
         if not table.numel():
             return
-        index, slot = torch.unique(table[:, 0].long(), return_inverse=True)  # DDP repeats samples: de-duplicate
-        rows = torch.zeros((len(index), table.shape[1]))
-        rows[slot] = table
+        rows = unique_examples(table)
         gold = rows[:, 1] if self.labels.regression else rows[:, 1].long()
         scores = []
         for column in rows[:, 2:].T:

@@ -31,6 +31,7 @@ from tokexit.evaluation import (
     main_metric,
     per_sentence,
     score,
+    unique_examples,
 )
 from tokexit.lightning.hooks import EvaluationHooks
 from tokexit.model_io import load_classifier, load_tagger, read_meta
@@ -178,9 +179,7 @@ class DynaBertModule(EvaluationHooks, L.LightningModule):
                           self.labels.task) for i in range(len(self.subnetworks))]
         table = gather_tables(torch.cat(self.parts) if self.parts else torch.zeros((0, 0)))
         self.parts = []
-        index, slot = torch.unique(table[:, 0].long(), return_inverse=True)
-        rows = torch.zeros((len(index), table.shape[1]))
-        rows[slot] = table
+        rows = unique_examples(table)
         cast = (lambda x: x.tolist()) if self.regression else (lambda x: x.long().tolist())
         return [classification_scores(cast(rows[:, 1]), cast(column), self.labels) for column in rows[:, 2:].T]
 
