@@ -11,3 +11,9 @@ for task in ${TASKS:-mrpc rte stsb sst2}; do
             > "runs/$task-minilm-l6-classifier.log" 2>&1
     fi
 done
+# mean pooling instead of [CLS] (README: SST-2 row "pooling=mean"; MiniLM's [CLS] is near-constant below layer 4,
+# measured with scripts/cls_variation.py)
+if [ ! -f runs/sst2-minilm-l6-classifier-mean/metrics.json ]; then
+    .venv/bin/python -m tokexit.train experiment=glue_sst2 model.pooling=mean trainer.limit_train_batches=0.2 \
+        output_dir=runs/sst2-minilm-l6-classifier-mean trainer.enable_progress_bar=false > runs/sst2-mean.log 2>&1
+fi
