@@ -17,6 +17,13 @@ best time of ``full`` / best time of the schedule, all timed interleaved after o
 wall / FLOPs speed-up. The full-depth path (``early_exit_forward`` with ``NoExit``, and ``encoder(...)``) is also
 timed against ``AutoModelForTokenClassification`` holding the same weights (and ONNX Runtime when installed).
 
+GEMM ceiling: the run's row counts replayed through the model's own linear layers alone (per layer: query,
+attention output and feed-forward for the computed tokens, key and value for every token of the sentences with
+work), timed the same way. Its speed-up (full replay / schedule replay) is what any implementation that hands the
+active rows to this BLAS could reach, whatever its bookkeeping; on a CPU at batch 1 the weights stream from memory
+for every layer, so few rows cost far more than their share of FLOPs. ``wall / ceiling`` tells how close the
+engine gets to it.
+
 The committed reports/benchmark_exit.{json,md} come from (the JSON records the command line that produced it):
 
     OMP_NUM_THREADS=2 .venv/bin/python scripts/benchmark_exit.py --threads 2
@@ -132,6 +139,39 @@ def exit_runner(encoder: MultiExitEncoder, policy: ExitPolicy, batch: dict[str, 
     return lambda: early_exit_forward(encoder, policy, *(batch[k] for k in keys))
 
 
+def gemm_rows(token_active: torch.Tensor, attention_mask: torch.Tensor) -> tuple[int, int]:
+    """Rows one layer hands to the BLAS, as ``early_exit_forward`` runs it: (query/output/feed-forward rows,
+    key/value rows). The dense layer (every real token active) computes the padded (B, T) block; a halted layer
+    the packed active tokens, and keys/values for the sentences with work up to their longest one."""
+    mask = attention_mask.bool()
+    if bool((token_active == mask).all()):
+        return mask.numel(), mask.numel()
+    busy = token_active.any(1)
+    if not bool(busy.any()):
+        return 0, 0
+    return int(token_active.sum()), int(busy.sum()) * int(mask[busy].sum(1).max())
+
+
+def gemm_replay(encoder: MultiExitEncoder, out: ExitOutput, attention_mask: torch.Tensor) -> Callable[[], None]:
+    """The linear layers of a finished run alone, at its row counts, with the model's weights (the GEMM ceiling)."""
+    steps = [(encoder.layer_parts(layer), *gemm_rows(active, attention_mask))
+             for (layer, _), active in zip(encoder.plan, out.token_active, strict=False)]  # a run may end early
+    parts0 = steps[0][0]
+    most, device = max(max(q, kv) for _, q, kv in steps), attention_mask.device
+    x = torch.randn(most, parts0.query.in_features, device=device)  # (rows, hidden)
+    a = torch.randn(most, parts0.attn_out.in_features, device=device)  # (rows, heads x head size)
+    y = torch.randn(most, parts0.ffn_out.in_features, device=device)  # (rows, intermediate)
+
+    def run() -> None:
+        for parts, q, kv in steps:
+            if q:
+                parts.query(x[:q]), parts.attn_out(a[:q]), parts.ffn_in(x[:q]), parts.ffn_out(y[:q])
+            if kv:
+                parts.key(x[:kv]), parts.value(x[:kv])
+
+    return run
+
+
 def onnx_runner(model: PreTrainedModel, batch: dict[str, torch.Tensor], folder: str) -> Callable[[], object] | str:
     """ONNX Runtime on the exported HF tagger, or why not (a string)."""
     try:
@@ -203,6 +243,8 @@ class ScheduleResult:
     ms_per_batch: float
     tokens_per_s: float
     avg_exit_layer: float
+    gemm_ceiling: float  # wall speed-up of the linear layers alone at the run's row counts (see module docstring)
+    wall_over_ceiling: float
 
 
 @dataclass
@@ -257,6 +299,9 @@ def run_cell(backbone_name: str, backbone: PreTrainedModel, encoder: MultiExitEn
             results.update(onnx_results)
             best.update(onnx_best)
 
+    replays = {name: gemm_replay(encoder, results[name], batch["attention_mask"]) for name in policies}
+    _, gemm_best = time_interleaved(replays, args.repeats, device)
+
     tokens, words = batch_size * length, int((cpu_batch["word_positions"] >= 0).sum())
     reference = full_flops(encoder, batch)
     cell = Cell(backbone_name, batch_size, length, words)
@@ -265,13 +310,15 @@ def run_cell(backbone_name: str, backbone: PreTrainedModel, encoder: MultiExitEn
         flops_speedup = reference / float(out.flops.sum())
         wall_speedup = best["full"] / best[name]
         ratio = wall_speedup / flops_speedup
+        ceiling = gemm_best["full"] / gemm_best[name]
         target = None if name == "full" else wall_target(batch_size)
         verdict = "ref" if target is None else "pass" if ratio >= target else "FAIL"
         real = batch["word_positions"] >= 0
         cell.schedules.append(ScheduleResult(
             name, policy.describe(), round(flops_speedup, 3), round(wall_speedup, 3), round(ratio, 3), target,
             verdict, round(1000 * best[name], 2), round(tokens / best[name], 1),
-            round(float(out.exit_layers[real].float().mean()), 3)))
+            round(float(out.exit_layers[real].float().mean()), 3), round(ceiling, 3),
+            round(wall_speedup / ceiling, 3)))
 
     rows, cols = (batch["word_positions"] >= 0).nonzero(as_tuple=True)
     hf_logits = results["hf"][rows, batch["word_positions"][rows, cols]]
@@ -333,15 +380,19 @@ def markdown(report: dict) -> str:
         "",
         "## Exit schedules",
         "",
+        "GEMM ceiling: the wall speed-up of the run's linear layers alone at its row counts (the model's weights, "
+        "no bookkeeping, no attention); wall / ceiling near 1 means the engine gets what this BLAS gives.",
+        "",
         "| backbone | batch | length | schedule | FLOPs speed-up | wall speed-up | wall / FLOPs | target | "
-        "ms / batch | tokens / s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "GEMM ceiling | wall / ceiling | ms / batch | tokens / s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in report["cells"]:
         for r in c["schedules"]:
             target = "-" if r["target"] is None else f">= {r['target']} {r['verdict']}"
             lines.append(f"| {c['backbone']} | {c['batch_size']} | {c['length']} | {r['schedule']} | "
                          f"{r['flops_speedup']:.2f} | {r['wall_speedup']:.2f} | {r['ratio']:.2f} | {target} | "
+                         f"{r['gemm_ceiling']:.2f} | {r['wall_over_ceiling']:.2f} | "
                          f"{r['ms_per_batch']:.1f} | {r['tokens_per_s']:.0f} |")
     lines += [
         "",

@@ -50,7 +50,8 @@ def sweep_section(task: str, s: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tasks", nargs="+", default=["sst2", "mrpc", "rte", "stsb"])
+    parser.add_argument("--tasks", nargs="+", default=["sst2", "mrpc", "rte", "stsb",
+                                                       "sst2_mean", "mrpc_mean", "rte_mean", "stsb_mean"])
     parser.add_argument("--out", type=Path, default=REPORTS / "classification.md")
     args = parser.parse_args()
     parts = ["# Sequence classification: PABEE, entropy exits and DynaBERT on GLUE dev (MiniLM-L6)", "",
