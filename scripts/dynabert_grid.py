@@ -2,9 +2,10 @@
 
 Each sub-network of a DynaBERT model is exported (``python -m tokexit.export``) to a temporary directory, scored
 on the labelled TSV file with tokexit (its last exit, the same as running the sub-network inside the full model),
-and timed twice on the same length-sorted batches: with tokexit's engine and as a plain Hugging Face model
+and timed on the same length-sorted batches with tokexit's engine and as a plain Hugging Face model
 (``AutoModel.from_pretrained(dir, trust_remote_code=True)``, encoder forward only). Speed-ups are against the
-fine-tuned full model (the teacher) timed the same way right after each sub-network, best of --repeats each.
+fine-tuned full model (the teacher), timed alternately with each sub-network (warm-up batch untimed, best of
+--repeats each), so both see the same load.
 
 Example (see reports/dynabert.md):
     .venv/bin/python scripts/dynabert_grid.py --model-dir runs/mrpc-dynabert-stage2/model \
@@ -46,23 +47,37 @@ def hf_seconds(model, loader) -> float:
     return time.perf_counter() - start
 
 
-def measure(model_dir: str | Path, path: str, columns: TsvColumns, batch_size: int, repeats: int) -> dict:
-    model, tokenizer, task, meta = load_classifier(model_dir)
-    examples = read_tsv(path, columns, regression=task.regression)
-    rows = encode_examples(examples, tokenizer, task, meta.get("max_length", 512), path)
-    loader = sorted_example_loader(rows, batch_size, tokenizer.pad_token_id)
-    run = run_examples(model, loader, task.regression)
-    for _ in range(repeats - 1):
-        run.seconds = min(run.seconds, run_examples(model, loader, task.regression).seconds)
-    hf = AutoModel.from_pretrained(model_dir, local_files_only=True,
-                                   trust_remote_code=read_meta(model_dir).get("exported_subnetwork") is not None)
-    hf_time = min(hf_seconds(hf, loader) for _ in range(repeats))
-    gold = [r["target"] for r in rows]
-    pred = run.predictions.tolist() if task.regression else run.predictions.long().tolist()
-    return {"scores": classification_scores(gold, pred, task), "flops_per_example": run.full_flops / len(rows),
-            "tokexit_seconds": run.seconds, "hf_seconds": hf_time,
-            "backbone_parameters": sum(p.numel() for p in model.backbone.parameters()),
-            "predictions": run.predictions}
+class Measured:
+    """A model directory scored on the test file, ready to be timed on its length-sorted batches."""
+
+    def __init__(self, model_dir: str | Path, path: str, columns: TsvColumns, batch_size: int):
+        self.model, tokenizer, self.task, meta = load_classifier(model_dir)
+        examples = read_tsv(path, columns, regression=self.task.regression)
+        rows = encode_examples(examples, tokenizer, self.task, meta.get("max_length", 512), path)
+        self.loader = sorted_example_loader(rows, batch_size, tokenizer.pad_token_id)
+        remote_code = read_meta(model_dir).get("exported_subnetwork") is not None
+        self.hf = AutoModel.from_pretrained(model_dir, local_files_only=True, trust_remote_code=remote_code)
+        run = run_examples(self.model, self.loader, self.task.regression)
+        gold = [r["target"] for r in rows]
+        pred = run.predictions.tolist() if self.task.regression else run.predictions.long().tolist()
+        self.result = {"scores": classification_scores(gold, pred, self.task),
+                       "flops_per_example": run.full_flops / len(rows),
+                       "backbone_parameters": sum(p.numel() for p in self.model.backbone.parameters())}
+
+    def time(self) -> dict[str, float]:
+        """Seconds over every batch with tokexit's engine and as a plain Hugging Face encoder."""
+        return {"tokexit_seconds": run_examples(self.model, self.loader, self.task.regression).seconds,
+                "hf_seconds": hf_seconds(self.hf, self.loader)}
+
+
+def timed_pair(sub: Measured, teacher: Measured, repeats: int) -> tuple[dict, dict]:
+    """Best of ``repeats`` timings each, alternating sub-network and teacher so both see the same load."""
+    best: list[dict[str, float]] = [{}, {}]
+    for _ in range(repeats):
+        for b, model in zip(best, (sub, teacher), strict=True):
+            for key, seconds in model.time().items():
+                b[key] = min(seconds, b.get(key, seconds))
+    return best[0], best[1]
 
 
 def main() -> None:
@@ -80,23 +95,27 @@ def main() -> None:
     meta = read_meta(args.model_dir)
     columns = TsvColumns(**meta["columns"])
     metric = meta["metric"]
-    teacher = measure(args.teacher, args.test_file, columns, args.batch_size, args.repeats)
+    teacher_model = Measured(args.teacher, args.test_file, columns, args.batch_size)
+    teacher = teacher_model.result
+    teacher_times: list[dict[str, float]] = []
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for width in meta["dynabert"]["widths"]:
             for depth in meta["dynabert"]["depths"]:
                 out = Path(tmp) / f"w{width}_d{depth}"
                 exported = export(args.model_dir, width, depth, str(out))
-                m = measure(out, args.test_file, columns, args.batch_size, args.repeats)
-                t = measure(args.teacher, args.test_file, columns, args.batch_size, args.repeats)  # timed next to it
-                m.pop("predictions")
+                sub = Measured(out, args.test_file, columns, args.batch_size)
+                m, t = timed_pair(sub, teacher_model, args.repeats)
+                teacher_times.append(t)
                 rows.append({"width": width, "depth": depth, "heads": exported["heads"],
-                             "neurons": exported["neurons"], "layers": exported["layers"], **m,
+                             "neurons": exported["neurons"], "layers": exported["layers"], **sub.result, **m,
                              "tokexit_wall_speedup": t["tokexit_seconds"] / m["tokexit_seconds"],
                              "hf_wall_speedup": t["hf_seconds"] / m["hf_seconds"]})
-                print(f"w={width} d={depth}: {metric} {m['scores'][metric]:.2f}  params "
-                      f"{m['backbone_parameters'] / 1e6:.1f}M  {m['flops_per_example'] / 1e9:.2f} GFLOPs")
-    teacher.pop("predictions")
+                print(f"w={width} d={depth}: {metric} {sub.result['scores'][metric]:.2f}  params "
+                      f"{sub.result['backbone_parameters'] / 1e6:.1f}M  "
+                      f"{sub.result['flops_per_example'] / 1e9:.2f} GFLOPs", flush=True)
+    for key in ("tokexit_seconds", "hf_seconds"):
+        teacher[key] = min(t[key] for t in teacher_times)
     for r in rows:
         r["flops_speedup"] = teacher["flops_per_example"] / r["flops_per_example"]
     write_json(Path(args.out).with_suffix(".json"), {
