@@ -48,6 +48,34 @@ def sweep_section(task: str, s: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+DYNABERT_CELLS = [(1.0, 1.0), (1.0, 0.5), (0.75, 0.75), (0.5, 1.0), (0.5, 0.5), (0.25, 1.0), (0.25, 0.5)]
+
+
+def dynabert_summary(tasks: list[str]) -> list[str]:
+    """One row per task with a DynaBERT grid: the teacher and a few (width, depth) cells as score @ wall speed-up
+    of the exported sub-network run as a plain Hugging Face model; next to them the multi-exit classifier's
+    layer-3 exit, a fixed 3-layer model at the FLOPs of (1, 0.5) and (0.5, 1)."""
+    head = " | ".join(f"({w:g}, {d:g})" for w, d in DYNABERT_CELLS)
+    lines = ["Score of the exported sub-network @ its wall-clock speed-up as a plain HF model (width, depth); "
+             "'exit 3' is the jointly trained multi-exit classifier cut after layer 3 (2x FLOPs, like (1, 0.5) "
+             "and (0.5, 1)):", "",
+             f"| task | metric | fine-tuned full model | exit 3 | {head} |",
+             "|---|---|---|---|" + "---|" * len(DYNABERT_CELLS)]
+    for task in tasks:
+        path = REPORTS / f"dynabert_{task}.json"
+        if not path.is_file():
+            continue
+        g = json.loads(path.read_text())
+        metric, cells = g["metric"], {(r["width"], r["depth"]): r for r in g["grid"]}
+        row = [f"{cells[c]['scores'][metric]:.2f} @ {cells[c]['hf_wall_speedup']:.2f}x" if c in cells else "-"
+               for c in DYNABERT_CELLS]
+        sweep = REPORTS / f"sweep_{task}.json"
+        exit3 = f"{json.loads(sweep.read_text())['layer_scores'][2]:.2f}" if sweep.is_file() else "-"
+        lines.append(f"| {task} | {metric} | {g['teacher_result']['scores'][metric]:.2f} | {exit3} | "
+                     + " | ".join(row) + " |")
+    return lines + [""]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="+", default=["sst2", "mrpc", "rte", "stsb",
@@ -77,7 +105,7 @@ def main() -> None:
     parts += ["## Summary", "", *summary, "", "## Early exit per task", "", *sections]
     grids = [REPORTS / f"dynabert_{t}.md" for t in args.tasks if (REPORTS / f"dynabert_{t}.md").is_file()]
     if grids:
-        parts += ["## DynaBERT grids", ""]
+        parts += ["## DynaBERT grids", "", *dynabert_summary(args.tasks)]
         for g in grids:
             parts += [g.read_text().replace("# DynaBERT grid", "### DynaBERT grid", 1), ""]
     args.out.write_text("\n".join(parts))
