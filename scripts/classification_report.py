@@ -94,8 +94,8 @@ def main() -> None:
         if not path.is_file():
             continue
         s = json.loads(path.read_text())
-        pabee = [p for p in s["points"] if p["series"].startswith("patience")
-                 and p["policy"].get("regression_threshold") in (0.1, None) or p["series"] == "patience"]
+        pabee = [p for p in s["points"] if p["series"] == "patience"  # classification
+                 or (p["series"].startswith("patience") and p["policy"].get("regression_threshold") == 0.1)]
         cells = ", ".join(f"{p['score']:.1f}@{p['flops_speedup']:.2f}x" for p in pabee)
         at = s["score_at_speedup"]
         ent = at.get("entropy (FastBERT, normalised)", {})

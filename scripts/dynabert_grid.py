@@ -7,7 +7,7 @@ and timed on the same length-sorted batches with tokexit's engine and as a plain
 fine-tuned full model (the teacher), timed alternately with each sub-network (warm-up batch untimed, best of
 --repeats each), so both see the same load.
 
-Example (see reports/dynabert.md):
+Example (reports/dynabert_mrpc.md; scripts/train_dynabert.sh runs it for every task):
     .venv/bin/python scripts/dynabert_grid.py --model-dir runs/mrpc-dynabert-stage2/model \
         --teacher runs/mrpc-minilm-l6-classifier/model --test-file ../shared/data/glue/MRPC/dev.tsv \
         --out reports/dynabert_mrpc --threads 2
@@ -27,6 +27,7 @@ from tokexit.classify import run_examples
 from tokexit.data.classification import encode_examples, sorted_example_loader
 from tokexit.data.glue import TsvColumns, read_tsv
 from tokexit.evaluation import classification_scores
+from tokexit.exits import NoExit
 from tokexit.export.__main__ import export
 from tokexit.model_io import load_classifier, read_meta
 from tokexit.reporting import command_line, write_json
@@ -65,8 +66,9 @@ class Measured:
                        "backbone_parameters": sum(p.numel() for p in self.model.backbone.parameters())}
 
     def time(self) -> dict[str, float]:
-        """Seconds over every batch with tokexit's engine and as a plain Hugging Face encoder."""
-        return {"tokexit_seconds": run_examples(self.model, self.loader, self.task.regression).seconds,
+        """Seconds over every batch with tokexit's engine (last exit only, as inference runs it) and as a plain
+        Hugging Face encoder."""
+        return {"tokexit_seconds": run_examples(self.model, self.loader, self.task.regression, NoExit()).seconds,
                 "hf_seconds": hf_seconds(self.hf, self.loader)}
 
 
