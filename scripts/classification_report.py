@@ -57,8 +57,8 @@ def dynabert_summary(tasks: list[str]) -> list[str]:
     layer-3 exit, a fixed 3-layer model at the FLOPs of (1, 0.5) and (0.5, 1)."""
     head = " | ".join(f"({w:g}, {d:g})" for w, d in DYNABERT_CELLS)
     lines = ["Score of the exported sub-network @ its wall-clock speed-up as a plain HF model (width, depth); "
-             "'exit 3' is the jointly trained multi-exit classifier cut after layer 3 (2x FLOPs, like (1, 0.5) "
-             "and (0.5, 1)):", "",
+             "'exit 3' is the jointly trained multi-exit classifier cut after layer 3 ([CLS] / mean pooling; 2x FLOPs, "
+             "like (1, 0.5) and (0.5, 1)):", "",
              f"| task | metric | fine-tuned full model | exit 3 | {head} |",
              "|---|---|---|---|" + "---|" * len(DYNABERT_CELLS)]
     for task in tasks:
@@ -69,8 +69,8 @@ def dynabert_summary(tasks: list[str]) -> list[str]:
         metric, cells = g["metric"], {(r["width"], r["depth"]): r for r in g["grid"]}
         row = [f"{cells[c]['scores'][metric]:.2f} @ {cells[c]['hf_wall_speedup']:.2f}x" if c in cells else "-"
                for c in DYNABERT_CELLS]
-        sweep = REPORTS / f"sweep_{task}.json"
-        exit3 = f"{json.loads(sweep.read_text())['layer_scores'][2]:.2f}" if sweep.is_file() else "-"
+        exit3 = " / ".join(f"{json.loads(f.read_text())['layer_scores'][2]:.2f}" if f.is_file() else "-"
+                           for f in (REPORTS / f"sweep_{task}.json", REPORTS / f"sweep_{task}_mean.json"))
         lines.append(f"| {task} | {metric} | {g['teacher_result']['scores'][metric]:.2f} | {exit3} | "
                      + " | ".join(row) + " |")
     return lines + [""]
