@@ -22,5 +22,5 @@ for task in ${TASKS:-mrpc rte stsb sst2}; do
     done
     [ "${GRID:-1}" = 0 ] && continue  # GRID=0: train only (time the grids later on a quiet machine)
     .venv/bin/python scripts/dynabert_grid.py --model-dir runs/$task-dynabert-stage2/model --teacher "$teacher" \
-        --test-file "$GLUE/${FOLDER[$task]}/dev.tsv" --out reports/dynabert_$task --threads 2
+        --test-file "$GLUE/${FOLDER[$task]}/dev.tsv" --out reports/dynabert_$task --threads ${THREADS:-2} --repeats ${REPEATS:-3}
 done
