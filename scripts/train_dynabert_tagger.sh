@@ -15,10 +15,12 @@ for stage in 1 2; do
         .venv/bin/python -m tokexit.train data=$data model=dynabert model.teacher=$teacher model.stage=$stage $init \
             trainer.max_epochs=${EPOCHS:-2} output_dir=$out trainer.enable_progress_bar=false > "$out.log" 2>&1
     fi
+    cp "$out/metrics.json" reports/dynabert_${data}_stage$stage.json  # test score of every sub-network
 done
 model=runs/$data-dynabert-stage2/model
 for width in 1.0 0.5; do
     .venv/bin/python -m tokexit.evaluate data=$data model_dir=$model subnetwork.width=$width subnetwork.depth=1.0 \
         exit=token_window exit.window=${WINDOW:-5} exit.target_speedup=${SPEEDUP:-2} batch_size=32 \
         output_dir=reports/eval_${data}_dynabert_w${width}_tw
+    rm -f reports/eval_${data}_dynabert_w${width}_tw/predictions.conll  # a run output, not a report
 done
