@@ -56,9 +56,9 @@ class Measured:
         examples = read_tsv(path, columns, regression=self.task.regression)
         rows = encode_examples(examples, tokenizer, self.task, meta.get("max_length", 512), path)
         self.loader = sorted_example_loader(rows, batch_size, tokenizer.pad_token_id)
-        remote_code = read_meta(model_dir).get("exported_subnetwork") is not None
+        remote_code = meta.get("exported_subnetwork") is not None
         self.hf = AutoModel.from_pretrained(model_dir, local_files_only=True, trust_remote_code=remote_code)
-        run = run_examples(self.model, self.loader, self.task.regression)
+        run = run_examples(self.model, self.loader, self.task.regression, NoExit())  # the last exit
         gold = [r["target"] for r in rows]
         pred = run.predictions.tolist() if self.task.regression else run.predictions.long().tolist()
         self.result = {"scores": classification_scores(gold, pred, self.task),
