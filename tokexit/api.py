@@ -14,14 +14,12 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from tokexit.classify import run_examples
 from tokexit.data.classification import encode_examples, sorted_example_loader
 from tokexit.data.conll import Corpus, Sentence
 from tokexit.data.glue import Example
 from tokexit.exits.base import ExitPolicy
-from tokexit.model_io import load_classifier, load_tagger
+from tokexit.model_io import load_classifier, load_tagger, resolve_device
 from tokexit.predict import predict_corpus
 
 WORD = re.compile(r"\w+(?:[-'’.]\w+)*|[^\w\s]")
@@ -49,7 +47,7 @@ class Tagger:
     @classmethod
     def load(cls, directory: str | Path, device: str | None = None) -> Tagger:
         encoder, tokenizer, labels, meta = load_tagger(directory)
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = resolve_device(device)
         return cls(encoder, tokenizer, labels, meta.get("max_length", 512), device)
 
     def tag(self, sentences: str | list[str] | list[list[str]], batch_size: int = 32,
@@ -93,7 +91,7 @@ class Classifier:
     @classmethod
     def load(cls, directory: str | Path, device: str | None = None) -> Classifier:
         model, tokenizer, task, meta = load_classifier(directory)
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = resolve_device(device)
         return cls(model, tokenizer, task, meta.get("max_length", 512), device)
 
     def classify(self, texts: str | list[str] | list[tuple[str, str]], batch_size: int = 32,

@@ -24,7 +24,7 @@ from tokexit.data.tagging import ReaderOptions, load_corpus, report_unseen_label
 from tokexit.engine.subnetwork import SubNetwork
 from tokexit.evaluation import main_metric, score, score_layers
 from tokexit.exits.none import NoExit
-from tokexit.model_io import load_tagger, read_meta
+from tokexit.model_io import load_tagger, read_meta, resolve_device
 from tokexit.predict import corpus_loader, run_corpus
 from tokexit.reporting import command_line, layer_table, write_json
 
@@ -77,7 +77,7 @@ def evaluate(cfg: DictConfig) -> dict:
         return evaluate_classifier(cfg)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(cfg.device)
     encoder, tokenizer, labels, meta = load_tagger(cfg.model_dir)
     encoder.use_subnetwork(SubNetwork(cfg.subnetwork.width, cfg.subnetwork.depth))
     max_length = meta.get("max_length", 512)

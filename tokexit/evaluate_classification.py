@@ -22,7 +22,7 @@ from tokexit.data.glue import TsvColumns, read_tsv
 from tokexit.engine.subnetwork import SubNetwork
 from tokexit.evaluation import classification_scores
 from tokexit.exits.none import NoExit
-from tokexit.model_io import load_classifier
+from tokexit.model_io import load_classifier, resolve_device
 from tokexit.reporting import command_line, layer_table, write_json
 
 log = logging.getLogger("tokexit.evaluate")
@@ -45,7 +45,7 @@ def format_prediction(value: float, task: ClassificationTask) -> str:
 def evaluate_classifier(cfg: DictConfig) -> dict:
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(cfg.device)
     model, tokenizer, task, meta = load_classifier(cfg.model_dir)
     model.use_subnetwork(SubNetwork(cfg.subnetwork.width, cfg.subnetwork.depth))
     columns = columns_for(cfg, task)

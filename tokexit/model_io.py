@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
@@ -22,6 +23,14 @@ from tokexit.engine.classifier import MultiExitClassifier
 
 META_FILE = "tokexit.json"
 EXITS_FILE = "exits.safetensors"
+
+
+
+def resolve_device(device: str | None = "auto") -> str:
+    """``"auto"`` or None: ``"cuda"`` when a GPU is visible, else ``"cpu"``; anything else is returned as is."""
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
 
 
 def save_tagger(encoder: MultiExitEncoder, tokenizer, labels: LabelSet, directory: str | Path,
