@@ -8,9 +8,9 @@ import random
 from pathlib import Path
 
 import pytest
-from conftest import REPO
 from hydra import compose, initialize_config_dir
 
+from tokexit import CONFIG_DIR
 from tokexit.evaluate import evaluate
 from tokexit.train import train
 
@@ -20,7 +20,7 @@ FAST = ["model=tiny_classifier", "model.backbone_lr=2e-3", "model.head_lr=5e-3",
 
 
 def config(name: str, overrides: list[str]):
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return compose(name, overrides=overrides)
 
 

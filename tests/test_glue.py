@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import REPO, shared
+from conftest import shared
 from omegaconf import OmegaConf
 
+from tokexit import CONFIG_DIR
 from tokexit.data.conll import DataFormatError
 from tokexit.data.glue import Example, TsvColumns, label_inventory, read_tsv
 
@@ -19,10 +20,10 @@ def write(tmp_path: Path, text: str, name: str = "f.tsv", bom: bool = False) -> 
 
 
 def task(name: str) -> tuple[TsvColumns, bool]:
-    """The column layout of a GLUE data config (conf/data/NAME.yaml, its defaults applied)."""
-    cfg = OmegaConf.load(REPO / "conf" / "data" / f"{name}.yaml")
+    """The column layout of a GLUE data config (tokexit/conf/data/NAME.yaml, its defaults applied)."""
+    cfg = OmegaConf.load(CONFIG_DIR / "data" / f"{name}.yaml")
     if "defaults" in cfg:
-        cfg = OmegaConf.merge(OmegaConf.load(REPO / "conf" / "data" / "sst2.yaml"), cfg)
+        cfg = OmegaConf.merge(OmegaConf.load(CONFIG_DIR / "data" / "sst2.yaml"), cfg)
     return TsvColumns(cfg.text_a, cfg.text_b, cfg.label, cfg.header), bool(cfg.regression)
 
 

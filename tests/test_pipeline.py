@@ -6,9 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import REPO, synthetic_sentences, write_conll
+from conftest import synthetic_sentences, write_conll
 from hydra import compose, initialize_config_dir
 
+from tokexit import CONFIG_DIR
 from tokexit.api import Tagger
 from tokexit.data.conll import DataFormatError
 from tokexit.evaluate import evaluate
@@ -19,7 +20,7 @@ FAST = ["model=tiny", "model.backbone_lr=2e-3", "model.head_lr=5e-3", "data.batc
 
 
 def config(name: str, overrides: list[str]):
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return compose(name, overrides=overrides)
 
 

@@ -8,6 +8,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from transformers import AutoModel, BertConfig
 
+from tokexit import CONFIG_DIR
 from tokexit.engine import MultiExitEncoder, early_exit_forward
 from tokexit.exits.prescribed import PrescribedExit, prescribed_words
 
@@ -78,7 +79,7 @@ def test_same_exits_alone_and_in_a_batch():
 
 
 def test_config_builds_the_policy():
-    policy = instantiate(OmegaConf.load("conf/exit/prescribed.yaml"))
+    policy = instantiate(OmegaConf.load(CONFIG_DIR / "exit" / "prescribed.yaml"))
     assert isinstance(policy, PrescribedExit)
     assert policy.describe() == {"policy": "prescribed", "uncertainty": "entropy", "fraction": 0.5, "layer": 2}
     with pytest.raises(ValueError):

@@ -1,7 +1,7 @@
 """Backbones: load a local Hugging Face encoder and find the adapter that exposes its layers.
 
 Every module in this package that defines a :class:`BackboneAdapter` subclass registers itself; adding an
-architecture means adding one module here (and a YAML file in ``conf/model``), nothing else.
+architecture means adding one module here (and a YAML file in ``tokexit/conf/model``), nothing else.
 """
 
 from __future__ import annotations

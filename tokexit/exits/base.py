@@ -1,7 +1,7 @@
 """Exit policies decide, after each layer, which words (sequence labeling) or which examples (sequence
 classification) stop. They see small tensors only, never the model.
 
-A policy is one small class in its own module of this package plus one YAML file in ``conf/exit``. Labeling
+A policy is one small class in its own module of this package plus one YAML file in ``tokexit/conf/exit``. Labeling
 policies implement ``decide``; classification policies ``decide_examples`` (with per-example state from
 ``start_examples``, whose rows the engine drops as examples finish); a policy may implement both.
 """

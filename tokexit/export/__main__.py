@@ -53,7 +53,7 @@ def export(model_dir: str, width: float, depth: float, output_dir: str) -> dict:
     return summary
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="export")
+@hydra.main(version_base="1.3", config_path="../conf", config_name="export")
 def main(cfg: DictConfig) -> None:
     export(cfg.model_dir, cfg.width, cfg.depth, cfg.output_dir)
 
