@@ -1,8 +1,8 @@
-"""Batched early exit for sequence classification (PABEE, entropy exits, truncation).
+"""Batched early exit for sequence classification (PABEE, entropy exits, truncation) on the layer loop.
 
-Every example decides on its own after every step; finished examples leave the batch (their rows are dropped
-and the padding that only they needed is trimmed), the others go on. Results do not depend on the batch:
-an example sees only its own tokens.
+Every example decides on its own after every step; a finished example's tokens all stop, so it leaves the batch
+(the loop drops its row and trims the padding only it needed), the others go on. Results do not depend on the
+batch: an example sees only its own tokens.
 """
 
 from __future__ import annotations
@@ -13,18 +13,23 @@ import torch
 
 from tokexit.engine.classifier import MultiExitClassifier
 from tokexit.engine.flops import layer_flops
-from tokexit.engine.layer import encoder_layer, key_mask
+from tokexit.engine.loop import Exits, LoopRecord, run_layers
 from tokexit.exits.base import ExitPolicy
+from tokexit.fates.base import TokenFate
+
+
+def pooled_head_flops(shape: dict[str, int]) -> float:
+    """FLOPs of one exit on one example: the shared pooler (H x H) and the classifier (H x C)."""
+    h = shape["hidden"]
+    return 2.0 * h * h + 2.0 * h * shape["num_labels"]
 
 
 def classification_flops(tokens: torch.Tensor, layers_run: torch.Tensor, heads_run: torch.Tensor,
                          shape: dict[str, int]) -> torch.Tensor:
-    """(B,) analytic FLOPs: ``layers_run`` dense layers over ``tokens`` real tokens and ``heads_run`` exits
-    (shared pooler + classifier) per example."""
-    h = shape["hidden"]
-    per_layer = layer_flops(tokens, tokens, h, shape["intermediate"], shape["attention"])
-    per_head = 2.0 * h * h + 2.0 * h * shape["num_labels"]
-    return layers_run.double() * per_layer + heads_run.double() * per_head
+    """(B,) analytic FLOPs of dense runs: ``layers_run`` layers over ``tokens`` real tokens and ``heads_run``
+    exits per example (the full model's reference: every layer, the last exit)."""
+    per_layer = layer_flops(tokens, tokens, shape["hidden"], shape["intermediate"], shape["attention"])
+    return layers_run.double() * per_layer + heads_run.double() * pooled_head_flops(shape)
 
 
 @dataclass
@@ -32,12 +37,56 @@ class ClassifyExitOutput:
     logits: torch.Tensor  # (B, C) each example's logits at its exit
     exit_layers: torch.Tensor  # (B,) 1-based step at which each example stopped
     heads_run: torch.Tensor  # (B,) exit heads evaluated for each example
-    tokens: torch.Tensor  # (B,) real tokens of each example
+    record: LoopRecord  # per step run: tokens computed, tokens visible as keys, head FLOPs
     shape: dict[str, int]  # MultiExitEncoder.cost_shape()
 
     @property
     def flops(self) -> torch.Tensor:
-        return classification_flops(self.tokens, self.exit_layers, self.heads_run, self.shape)
+        s = self.shape
+        return self.record.flops(s["hidden"], s["intermediate"], s["attention"])
+
+
+class ExampleExits(Exits):
+    """Per-example exits of a classifier: pooled state -> exit head -> the policy's ``decide_examples``."""
+
+    def __init__(self, model: MultiExitClassifier, policy: ExitPolicy, attention_mask: torch.Tensor):
+        self.model, self.policy, self.num_steps = model, policy, len(model.plan)
+        self.real = attention_mask.bool()
+        b, device = len(attention_mask), attention_mask.device
+        self.shape = model.cost_shape()
+        self.running = torch.ones(b, dtype=torch.bool, device=device)
+        self.logits = torch.zeros(b, self.shape["num_labels"], device=device)
+        self.exit_layers = torch.zeros(b, dtype=torch.long, device=device)
+        self.heads_run = torch.zeros_like(self.exit_layers)
+        self.state = policy.start_examples(b, device)
+
+    def computed(self, step: int) -> torch.Tensor:
+        return self.real & self.running[:, None]
+
+    def after_layer(self, step, exit_index, hidden, rows, real) -> torch.Tensor | None:
+        last = step == self.num_steps - 1
+        if not (last or self.policy.can_stop(step, self.num_steps)):
+            return None
+        logits = self.model.exits[exit_index](self.model.pooler(hidden, real)).float()  # (B', C)
+        self.heads_run[rows] += 1
+        if last:
+            stop = torch.ones(len(rows), dtype=torch.bool, device=rows.device)
+        else:
+            state = {k: v[rows] for k, v in self.state.items()}
+            stop = self.policy.decide_examples(step, self.num_steps, logits, state)
+            for k, v in state.items():  # the policy may update its state in place
+                self.state[k][rows] = v
+        done = rows[stop]
+        self.logits[done] = logits[stop]
+        self.exit_layers[done] = step + 1
+        self.running[done] = False
+        flops = torch.zeros(len(self.running), dtype=torch.float64, device=rows.device)
+        flops[rows] = pooled_head_flops(self.shape)
+        return flops
+
+    @property
+    def finished(self) -> bool:
+        return not bool(self.running.any())
 
 
 @torch.inference_mode()
@@ -47,35 +96,9 @@ def classify_early_exit(
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     token_type_ids: torch.Tensor | None = None,
+    fate: TokenFate | None = None,
 ) -> ClassifyExitOutput:
     """Run ``model`` with ``policy`` on a (B, T) batch."""
-    plan, shape = model.plan, model.cost_shape()
-    b, device = len(input_ids), input_ids.device
-    logits_out = torch.zeros(b, shape["num_labels"], device=device)
-    exit_layers = torch.zeros(b, dtype=torch.long, device=device)
-    heads_run = torch.zeros_like(exit_layers)
-    tokens = attention_mask.sum(1)
-    rows = torch.arange(b, device=device)  # original index of every example still running
-    state = policy.start_examples(b, device)
-    mask = attention_mask
-    hidden = model.adapter.embed(input_ids, token_type_ids)  # (B, T, H)
-    for step, (layer, exit_index) in enumerate(plan):
-        hidden = encoder_layer(model.layer_parts(layer), hidden, key_mask(mask))  # (b, t, H)
-        last = step == len(plan) - 1
-        if not (last or policy.can_stop(step, len(plan))):
-            continue
-        logits = model.exits[exit_index](model.pooler(hidden, mask)).float()  # (b, C)
-        heads_run[rows] += 1
-        stop = torch.ones(len(rows), dtype=torch.bool, device=device) if last else \
-            policy.decide_examples(step, len(plan), logits, state)
-        logits_out[rows[stop]] = logits[stop]
-        exit_layers[rows[stop]] = step + 1
-        if bool(stop.all()):
-            break
-        if bool(stop.any()):  # finished examples leave the batch
-            keep = ~stop
-            rows, hidden, mask = rows[keep], hidden[keep], mask[keep]
-            state = {k: v[keep] for k, v in state.items()}
-            t = int(mask.any(0).nonzero().max()) + 1  # trailing columns that are padding for every row left
-            hidden, mask = hidden[:, :t], mask[:, :t]
-    return ClassifyExitOutput(logits_out, exit_layers, heads_run, tokens, shape)
+    exits = ExampleExits(model, policy, attention_mask)
+    _, record = run_layers(model, input_ids, attention_mask, exits, fate, token_type_ids)
+    return ClassifyExitOutput(exits.logits, exits.exit_layers, exits.heads_run, record, exits.shape)

@@ -1,8 +1,9 @@
-"""Early-exit inference for sequence labeling: the layer loop with an exit policy and halt-and-copy.
+"""Early-exit inference for sequence labeling: the layer loop with an exit policy and a token fate.
 
 After every layer, the exit head of that layer classifies the active words (first subwords); the policy
-decides which words stop; a stopped word keeps that layer's prediction and all its subwords halt. [CLS]/[SEP]
-stay active while their sentence has an active word; the loop ends when nothing is active.
+decides which words stop; a stopped word keeps that layer's prediction and all its subwords stop (the fate says
+whether they stay keys and values). [CLS]/[SEP] go on while their sentence has an active word; the loop ends when
+nothing is active.
 """
 
 from __future__ import annotations
@@ -12,28 +13,30 @@ from dataclasses import dataclass
 import torch
 
 from tokexit.engine.encoder import MultiExitEncoder
-from tokexit.engine.flops import head_flops, layer_flops
-from tokexit.engine.halting import halted_layer
-from tokexit.engine.layer import encoder_layer
+from tokexit.engine.flops import head_flops
+from tokexit.engine.loop import Exits, LoopRecord, run_layers
 from tokexit.exits.base import ExitPolicy
+from tokexit.fates.base import TokenFate
 
 
 @dataclass
 class ExitOutput:
     predictions: torch.Tensor  # (B, W) label id of each word at its exit layer (0 for padding)
     exit_layers: torch.Tensor  # (B, W) 1-based exit layer of each word (0 for padding)
-    token_active: list[torch.Tensor]  # per layer run, the (B, T) tokens that were computed
-    hidden: torch.Tensor  # (B, T, H) final states (each token's state at its exit)
-    word_counts: list[torch.Tensor | None]  # per layer run, (B,) words its exit head classified (None: skipped)
+    hidden: torch.Tensor  # (B, T, H) final states (each token's state where it stopped)
+    record: LoopRecord  # per step run: tokens computed, tokens visible as keys, head FLOPs
     shape: dict[str, int]  # MultiExitEncoder.cost_shape(): hidden, attention, intermediate, steps, num_labels
+
+    @property
+    def token_active(self) -> list[torch.Tensor]:
+        """Per step run, the (B, T) tokens that were computed."""
+        return self.record.computed
 
     @property
     def flops(self) -> torch.Tensor:
         """(B,) analytic FLOPs spent on each sentence (bookkeeping, computed on demand, not during the run)."""
-        tokens = self.token_active[0].sum(1)  # the first layer always computes every real token
         s = self.shape
-        return run_flops(self.token_active, self.word_counts, tokens, s["hidden"], s["intermediate"],
-                         s["num_labels"], s["attention"])
+        return self.record.flops(s["hidden"], s["intermediate"], s["attention"])
 
 
 def token_activity(word_active: torch.Tensor, token_word: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -44,15 +47,58 @@ def token_activity(word_active: torch.Tensor, token_word: torch.Tensor, attentio
     return torch.where(token_word >= 0, words_of_tokens, special)
 
 
-def run_flops(history: list[torch.Tensor], word_counts: list[torch.Tensor | None], tokens: torch.Tensor,
-              hidden: int, intermediate: int, num_labels: int, attention: int | None = None) -> torch.Tensor:
-    """(B,) analytic FLOPs of a run, from the tokens computed in each layer and the words each exit head saw."""
-    flops = torch.zeros(len(tokens), dtype=torch.float64, device=tokens.device)
-    for token_active, words in zip(history, word_counts, strict=True):
-        flops += layer_flops(tokens, token_active.sum(1), hidden, intermediate, attention)
-        if words is not None:
-            flops += head_flops(words, hidden, num_labels)
-    return flops
+class WordExits(Exits):
+    """Per-word exits of a tagger: predictions, uncertainties and exit layers of the (B, W) words."""
+
+    def __init__(self, encoder: MultiExitEncoder, policy: ExitPolicy, attention_mask: torch.Tensor,
+                 word_positions: torch.Tensor, token_word: torch.Tensor):
+        self.encoder, self.policy, self.num_steps = encoder, policy, len(encoder.plan)
+        self.attention_mask, self.word_positions, self.token_word = attention_mask, word_positions, token_word
+        self.words = word_positions >= 0  # (B, W)
+        self.active = self.words.clone()
+        self.uncertainty = torch.zeros(self.words.shape, device=self.words.device)  # latest, frozen once stopped
+        self.predictions = torch.zeros(self.words.shape, dtype=torch.long, device=self.words.device)
+        self.exit_layers = torch.zeros_like(self.predictions)
+        self.entering: list[torch.Tensor] = []  # per step, the (B, W) words active entering it
+        self._all_active = True
+
+    def computed(self, step: int) -> torch.Tensor:
+        if self._all_active:  # nothing stopped yet: every real token
+            return self.attention_mask.bool()
+        return token_activity(self.active, self.token_word, self.attention_mask)
+
+    def after_layer(self, step, exit_index, hidden, rows, real) -> torch.Tensor | None:
+        self.entering.append(self.active.clone())
+        last = step == self.num_steps - 1
+        if not (last or self.policy.can_stop(step, self.num_steps)):
+            return None
+        counts = self.active.sum(1)  # (B,) words the head classifies
+        r, c = self.active[rows].nonzero(as_tuple=True)  # active words of the working rows, packed
+        logits = self.encoder.exits[exit_index](hidden[r, self.word_positions[rows][r, c]])  # (N, C)
+        r = rows[r]
+        self.predictions[r, c] = logits.argmax(-1)
+        self.uncertainty[r, c] = self.policy.uncertainty(logits)
+        if last:
+            stop = self.active
+        else:
+            stop = self.policy.decide(step, self.num_steps, self.uncertainty, self.active, self.words) & self.active
+        self._stop(stop, step)
+        return head_flops(counts, self.encoder.adapter.hidden_size, self.encoder.num_labels)
+
+    def removed(self, step: int, tokens: torch.Tensor) -> None:
+        """A word whose first subword the fate took out stops with the prediction of the last head it went
+        through (the step before)."""
+        first = tokens.gather(1, self.word_positions.clamp(min=0)) & self.active  # (B, W)
+        self._stop(first, step - 1)
+
+    def _stop(self, stop: torch.Tensor, step: int) -> None:
+        self.exit_layers[stop] = step + 1
+        self.active &= ~stop
+        self._all_active = self._all_active and not bool(stop.any())
+
+    @property
+    def finished(self) -> bool:
+        return not bool(self.active.any())
 
 
 @torch.inference_mode()
@@ -64,40 +110,10 @@ def early_exit_forward(
     word_positions: torch.Tensor,
     token_word: torch.Tensor,
     token_type_ids: torch.Tensor | None = None,
+    fate: TokenFate | None = None,
 ) -> ExitOutput:
-    """Run ``encoder`` with ``policy``. Shapes: ids/mask/token_word (B, T), word_positions (B, W) (-1 padding)."""
-    adapter, plan = encoder.adapter, encoder.plan
-    num_steps = len(plan)
-    words = word_positions >= 0  # (B, W)
-    active = words.clone()
-    uncertainty = torch.zeros(words.shape, device=words.device)  # latest per word, frozen once it stops
-    predictions = torch.zeros(words.shape, dtype=torch.long, device=words.device)
-    exit_layers = torch.zeros_like(predictions)
-    history, word_counts, all_active = [], [], True
-
-    hidden = adapter.embed(input_ids, token_type_ids)  # (B, T, H)
-    for i, (layer, exit_index) in enumerate(plan):
-        parts = encoder.layer_parts(layer)
-        if all_active:  # nothing stopped yet: the dense layer, no bookkeeping
-            token_active = attention_mask.bool()
-            hidden = encoder_layer(parts, hidden, token_active[:, None, None, :])
-        else:
-            token_active = token_activity(active, token_word, attention_mask)  # (B, T)
-            hidden = halted_layer(parts, hidden, attention_mask, token_active)
-        history.append(token_active)
-        last = i == num_steps - 1
-        if not (last or policy.can_stop(i, num_steps)):
-            word_counts.append(None)
-            continue
-        word_counts.append(active.sum(1))
-        rows, cols = active.nonzero(as_tuple=True)  # active words, packed
-        logits = encoder.exits[exit_index](hidden[rows, word_positions[rows, cols]])  # (N, C)
-        predictions[rows, cols] = logits.argmax(-1)
-        uncertainty[rows, cols] = policy.uncertainty(logits)
-        stop = active if last else policy.decide(i, num_steps, uncertainty, active, words) & active
-        exit_layers[stop] = i + 1
-        active &= ~stop
-        all_active = all_active and not bool(stop.any())
-        if not bool(active.any()):
-            break
-    return ExitOutput(predictions, exit_layers, history, hidden, word_counts, encoder.cost_shape())
+    """Run ``encoder`` with ``policy`` and ``fate`` (default halt-and-copy).
+    Shapes: ids/mask/token_word (B, T), word_positions (B, W) (-1 padding)."""
+    exits = WordExits(encoder, policy, attention_mask, word_positions, token_word)
+    hidden, record = run_layers(encoder, input_ids, attention_mask, exits, fate, token_type_ids)
+    return ExitOutput(exits.predictions, exits.exit_layers, hidden, record, encoder.cost_shape())

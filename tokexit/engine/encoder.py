@@ -9,8 +9,10 @@ from transformers import PreTrainedModel
 from tokexit.backbones import adapter_for
 from tokexit.backbones.base import LayerParts
 from tokexit.engine.heads import ExitHead
-from tokexit.engine.layer import encoder_layer, key_mask
+from tokexit.engine.layer import encoder_layer
+from tokexit.engine.loop import Exits, run_layers
 from tokexit.engine.subnetwork import SubNetwork, slice_layer
+from tokexit.fates.base import TokenFate
 
 
 class MultiExitEncoder(nn.Module):
@@ -79,20 +81,16 @@ class MultiExitEncoder(nn.Module):
         attention_mask: torch.Tensor,
         token_type_ids: torch.Tensor | None = None,
         token_masks: torch.Tensor | None = None,
+        fate: TokenFate | None = None,
     ) -> list[torch.Tensor]:
-        """The output of every step of :attr:`plan`: S tensors of (B, T, H).
+        """The output of every step of :attr:`plan`: S tensors of (B, T, H), dense and differentiable.
 
-        ``token_masks`` (S, B, T) bool, optional: halt-and-copy computed densely, with gradients:
-        h ← mᵢ ⊙ Layerᵢ(h) + (1 − mᵢ) ⊙ h. Halted tokens keep their state and still serve as keys and values.
+        ``token_masks`` (S, B, T) bool, optional: an exit pattern to train on, h ← mᵢ ⊙ Layerᵢ(h) + (1 − mᵢ) ⊙ h;
+        ``fate`` says whether the tokens left out stay keys and values (halt-and-copy, default) or leave.
         """
-        mask = key_mask(attention_mask)
-        hidden = self.adapter.embed(input_ids, token_type_ids)
-        states = []
-        for step, (layer, _) in enumerate(self.plan):
-            updated = self.layer(layer, hidden, mask)
-            hidden = updated if token_masks is None else torch.where(token_masks[step][..., None], updated, hidden)
-            states.append(hidden)
-        return states
+        states = EveryState(attention_mask, token_masks)
+        run_layers(self, input_ids, attention_mask, states, fate, token_type_ids, packed=False)
+        return states.states
 
     def forward(
         self,
@@ -113,3 +111,19 @@ class MultiExitEncoder(nn.Module):
         for (_, exit_index), hidden in zip(self.plan, states, strict=True):
             logits.append(self.exits[exit_index](hidden[rows, positions]))  # (N, C)
         return torch.stack(logits)
+
+
+class EveryState(Exits):
+    """Training's exits: every step's states are kept (the losses of all exits need them); the tokens computed
+    are every real token, or those of a given exit pattern ``token_masks`` (S, B, T)."""
+
+    def __init__(self, attention_mask: torch.Tensor, token_masks: torch.Tensor | None = None):
+        self.real, self.token_masks = attention_mask.bool(), token_masks
+        self.states: list[torch.Tensor] = []
+
+    def computed(self, step: int) -> torch.Tensor:
+        return self.real if self.token_masks is None else self.token_masks[step] & self.real
+
+    def after_layer(self, step, exit_index, hidden, rows, real) -> None:
+        self.states.append(hidden)
+        return None

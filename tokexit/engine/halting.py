@@ -1,10 +1,11 @@
-"""Halt-and-copy: run a layer for the active tokens only.
+"""One layer for a subset of the tokens: the packed compute behind every token fate.
 
-Stopped tokens keep their hidden state (it is copied upward unchanged) and still serve as keys and values for
-the active tokens of their sentence, but get no query, attention output, residual or feed-forward compute.
-Active tokens of the whole batch are *gathered* into one packed (N_active, H) matrix for every per-token
-operation and *scattered* back; only attention needs the sentence structure, for which queries are padded per
-sentence to the largest number of active tokens in the batch.
+Only the tokens that are *computed* get a query, attention output, residual and feed-forward compute; they are
+*gathered* from the whole batch into one packed (N, H) matrix for every per-token operation and *scattered* back.
+The *keys* are the tokens visible as keys and values: all real tokens (halt-and-copy: a stopped token's frozen
+state still serves as key and value) or only the computed ones (drop: a stopped token has left the sequence).
+Only attention needs the sentence structure, for which queries (and, when keys are a subset, keys and values)
+are padded per sentence to the largest count in the batch.
 """
 
 from __future__ import annotations
@@ -27,38 +28,59 @@ def scatter_active(hidden: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
     return hidden.index_put_((rows, cols), packed)
 
 
-def halted_layer(
-    parts: LayerParts, hidden: torch.Tensor, attention_mask: torch.Tensor, active: torch.Tensor
-) -> torch.Tensor:
-    """One layer with halt-and-copy, in place on ``hidden`` (B, T, H).
+def _padded(values: torch.Tensor, rows: torch.Tensor, slots: torch.Tensor, b: int, width: int) -> torch.Tensor:
+    """Packed (N, F) -> (b, width, F), row ``rows[i]``, position ``slots[i]``; zeros elsewhere."""
+    out = values.new_zeros(b, width, values.shape[-1])
+    out[rows, slots] = values
+    return out
 
-    ``attention_mask`` (B, T) marks real tokens (keys), ``active`` (B, T) the tokens to update (a subset).
-    Sentences without active tokens are skipped entirely. With every real token active this is the dense layer.
+
+def sparse_layer(
+    parts: LayerParts, hidden: torch.Tensor, real: torch.Tensor, keys: torch.Tensor, computed: torch.Tensor
+) -> torch.Tensor:
+    """One layer for the ``computed`` tokens of ``hidden`` (B, T, H), in place; the others keep their state.
+
+    ``real`` (B, T): non-padding tokens; ``keys`` (B, T): tokens visible as keys and values (``computed`` ⊆
+    ``keys`` ⊆ ``real``). Sentences without computed tokens are skipped. With every real token computed this is
+    the dense layer.
     """
-    if bool((active == attention_mask.bool()).all()):
-        return encoder_layer(parts, hidden, attention_mask.bool()[:, None, None, :])
-    busy = active.any(1).nonzero().squeeze(1)  # (B',) sentences with work
+    if bool((computed == real).all()):
+        return encoder_layer(parts, hidden, real[:, None, None, :])
+    busy = computed.any(1).nonzero().squeeze(1)  # (B',) sentences with work
     if busy.numel() == 0:
         return hidden
     if len(busy) == len(hidden):  # every sentence busy: slices, no copies
-        busy_mask, busy_active, busy_hidden = attention_mask, active, hidden
+        busy_real, busy_keys, busy_computed, busy_hidden = real, keys, computed, hidden
     else:
-        busy_mask, busy_active, busy_hidden = attention_mask[busy], active[busy], hidden[busy]
-    t = int(busy_mask.sum(1).max())  # keys beyond the longest busy sentence are all padding
+        busy_real, busy_keys, busy_computed, busy_hidden = real[busy], keys[busy], computed[busy], hidden[busy]
+    t = int(busy_real.sum(1).max())  # columns beyond the longest busy sentence are all padding
     states = busy_hidden[:, :t]  # (B', T', H)
-    keys = busy_mask[:, :t].bool()[:, None, None, :]  # (B', 1, 1, T')
-    act = busy_active[:, :t]  # (B', T')
+    act, visible = busy_computed[:, :t], busy_keys[:, :t]  # (B', T')
     x, r, c = gather_active(states, act)  # (N, H)
-    slot = (act.cumsum(1) - 1)[r, c]  # position of each active token among its sentence's active tokens
+    slot = (act.cumsum(1) - 1)[r, c]  # position of each computed token among its sentence's computed tokens
     b, n, d = len(busy), parts.num_heads, parts.head_dim
     q_max = int(act.sum(1).max())
+    q = _padded(parts.query(x), r, slot, b, q_max)  # (B', Q, n*d) padded queries
 
-    q = x.new_zeros(b, q_max, n * d)  # (B', Q, H) padded queries
-    q[r, slot] = parts.query(x)
-    k = parts.key(states).view(b, t, n, d).transpose(1, 2)  # (B', n, T', d)
-    v = parts.value(states).view(b, t, n, d).transpose(1, 2)
-    context = F.scaled_dot_product_attention(q.view(b, q_max, n, d).transpose(1, 2), k, v, attn_mask=keys)
-    context = context.transpose(1, 2).reshape(b, q_max, n * d)[r, slot]  # (N, H) back to packed
+    if torch.equal(visible, busy_real[:, :t]):  # halt-and-copy: every real token is a key
+        k = parts.key(states)  # (B', T', n*d)
+        v = parts.value(states)
+        key_mask = visible
+    else:  # keys are a subset: pack them too, so attention shrinks with the sequence
+        if torch.equal(visible, act):
+            kx, kr, kslot, k_max = x, r, slot, q_max
+        else:
+            kx, kr, kc = gather_active(states, visible)
+            kslot, k_max = (visible.cumsum(1) - 1)[kr, kc], int(visible.sum(1).max())
+        k = _padded(parts.key(kx), kr, kslot, b, k_max)  # (B', K, n*d)
+        v = _padded(parts.value(kx), kr, kslot, b, k_max)
+        key_mask = torch.arange(k_max, device=x.device)[None, :] < visible.sum(1)[:, None]  # (B', K)
+    k_len = k.shape[1]
+    k = k.view(b, k_len, n, d).transpose(1, 2)  # (B', n, K, d)
+    v = v.view(b, k_len, n, d).transpose(1, 2)
+    context = F.scaled_dot_product_attention(q.view(b, q_max, n, d).transpose(1, 2), k, v,
+                                             attn_mask=key_mask[:, None, None, :])
+    context = context.transpose(1, 2).reshape(b, q_max, n * d)[r, slot]  # (N, n*d) back to packed
     x = parts.attn_norm(parts.attn_out(context) + x)
     x = parts.ffn_norm(parts.ffn_out(parts.act(parts.ffn_in(x))) + x)
     return scatter_active(hidden, busy[r], c, x)

@@ -1,0 +1,152 @@
+"""The layer loop: the one place where tokexit runs a backbone's layers, for training and for inference.
+
+Per step of the encoder's plan (every layer, or a DynaBERT sub-network's), the loop asks
+
+- the *exits* (:class:`Exits`: the task side — words of a tagger, examples of a classifier, or every state for
+  training) which tokens are still going on: those are *computed*;
+- the *fate* (:mod:`tokexit.fates`) which tokens are visible as keys and values (halt-and-copy: every real token;
+  drop: only the computed ones), and whether it takes tokens out itself (a learned selector);
+
+runs the layer for exactly those tokens, and hands the new states to the exits, which apply their head and
+decide who stops. It records, per step, the (B, T) tokens computed and the (B, T) tokens visible as keys, plus
+the FLOPs of the heads: analytic FLOPs, the benchmark's GEMM rows and the histograms derive from that record
+alone (:class:`LoopRecord`).
+
+Two ways to run it:
+
+- ``packed`` (inference): only computed tokens are gathered into each layer's compute
+  (:func:`~tokexit.engine.halting.sparse_layer`), sentences with nothing left to compute leave the batch for
+  good and the padding only they needed is trimmed;
+- dense (training, differentiable): every token goes through the layer and the states of the tokens that are not
+  computed are kept, h ← m ⊙ Layer(h; keys) + (1 − m) ⊙ h, so gradients flow through exactly the exit pattern.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from tokexit.engine.flops import layer_flops
+from tokexit.engine.halting import sparse_layer
+from tokexit.fates.base import TokenFate
+from tokexit.fates.copy import HaltAndCopy
+
+
+@dataclass
+class LoopRecord:
+    """What the loop did, per step run, in the batch's own rows (B, T)."""
+
+    computed: list[torch.Tensor] = field(default_factory=list)  # (B, T) bool: tokens the layer updated
+    keys: list[torch.Tensor] = field(default_factory=list)  # (B, T) bool: tokens visible as keys and values
+    side_flops: list[torch.Tensor | None] = field(default_factory=list)  # (B,) FLOPs of exit heads and selectors
+
+    def flops(self, hidden: int, intermediate: int, attention: int) -> torch.Tensor:
+        """(B,) analytic FLOPs of the run (a multiply-add counts 2, matrix products only)."""
+        total = torch.zeros(len(self.computed[0]), dtype=torch.float64, device=self.computed[0].device)
+        for computed, keys, side in zip(self.computed, self.keys, self.side_flops, strict=True):
+            total += layer_flops(keys.sum(1), computed.sum(1), hidden, intermediate, attention)
+            if side is not None:
+                total += side
+        return total
+
+
+class Exits:
+    """The task side of the loop: which tokens go on, and what happens after each layer.
+
+    Subclasses keep their own per-word or per-example state in the batch's rows; the loop passes the working
+    rows (``rows``, the sentences still in the batch) with every call.
+    """
+
+    def computed(self, step: int) -> torch.Tensor:
+        """(B, T) bool tokens to compute at step ``step`` (a subset of the real tokens; never grows back)."""
+        raise NotImplementedError
+
+    def after_layer(self, step: int, exit_index: int, hidden: torch.Tensor, rows: torch.Tensor,
+                    real: torch.Tensor) -> torch.Tensor | None:
+        """Apply exit head ``exit_index`` to the working states ``hidden`` (B', T', H) of batch rows ``rows`` (B',)
+        whose real tokens are ``real`` (B', T'), and decide who stops. Returns the (B,) FLOPs of the heads run
+        (None: no head ran)."""
+        raise NotImplementedError
+
+    def removed(self, step: int, tokens: torch.Tensor) -> None:
+        """The fate took the (B, T) ``tokens`` out before step ``step``: they stop now (default: not supported)."""
+        raise NotImplementedError(f"{type(self).__name__} does not support fates that remove tokens")
+
+    @property
+    def finished(self) -> bool:
+        """Nothing left to compute."""
+        return False
+
+
+def run_layers(
+    encoder,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    exits: Exits,
+    fate: TokenFate | None = None,
+    token_type_ids: torch.Tensor | None = None,
+    packed: bool = True,
+) -> tuple[torch.Tensor, LoopRecord]:
+    """Run ``encoder`` (a :class:`~tokexit.engine.encoder.MultiExitEncoder`) on a (B, T) batch.
+
+    Returns the (B, T, H) final states (each token's state where it stopped) and the :class:`LoopRecord`.
+    """
+    fate = fate or HaltAndCopy()
+    plan = encoder.plan
+    num_steps = len(plan)
+    real_all = attention_mask.bool()  # (B, T)
+    hidden = encoder.adapter.embed(input_ids, token_type_ids)  # (B, T, H)
+    record = LoopRecord()
+    b, t_all = real_all.shape
+    rows = torch.arange(b, device=real_all.device)  # batch rows still in the working batch
+    work, real, t = hidden, real_all, t_all  # working states (B', t, H) and their real tokens (B', t)
+    if packed:
+        hidden = hidden.clone()  # the output: rows are written back as they leave the working batch
+    for step, (layer, exit_index) in enumerate(plan):
+        alive = exits.computed(step)  # (B, T)
+        taken = fate.remove(step, num_steps, work, alive[rows, :t])  # (B', t) or None
+        side = fate.selector_flops(step, num_steps, alive, encoder.adapter.hidden_size)
+        if taken is not None:
+            full = torch.zeros_like(alive)
+            full[rows, :t] = taken
+            exits.removed(step, full)
+            alive = exits.computed(step)
+        if packed:
+            busy = alive[rows].any(1)  # (B',)
+            if not bool(busy.all()):  # finished sentences leave the working batch, their states are final
+                done = rows[~busy]
+                hidden[done, :t] = work[~busy]
+                rows, work = rows[busy], work[busy]
+                if len(rows) == 0:
+                    break
+                t = int(real_all[rows].sum(1).max())  # trailing columns that are padding for every row left
+                work, real = work[:, :t], real_all[rows, :t]
+        computed = alive[rows, :t]  # (B', t)
+        keys = fate.keys(real, computed) | computed
+        record.computed.append(alive)
+        record.keys.append(_full(keys, rows, b, t_all))
+        parts = encoder.layer_parts(layer)
+        if packed:
+            work = sparse_layer(parts, work, real, keys, computed)
+        else:
+            keys = keys | ~computed.any(1, keepdim=True) & real  # a row with nothing computed: any keys, unused
+            updated = encoder.layer(layer, work, keys[:, None, None, :])
+            work = updated if bool((computed == real).all()) else torch.where(computed[..., None], updated, work)
+        head = exits.after_layer(step, exit_index, work, rows, real)
+        record.side_flops.append(head if side is None else side if head is None else head + side)
+        if exits.finished:
+            break
+    if packed:
+        hidden[rows, :t] = work
+        return hidden, record
+    return work, record
+
+
+def _full(values: torch.Tensor, rows: torch.Tensor, b: int, t: int) -> torch.Tensor:
+    """(B', t') values of the working rows -> (B, T), False elsewhere."""
+    if values.shape == (b, t):
+        return values
+    out = values.new_zeros(b, t)
+    out[rows, : values.shape[1]] = values
+    return out
