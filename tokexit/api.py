@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tokexit.classify import run_examples
 from tokexit.data.classification import encode_examples, sorted_example_loader
-from tokexit.data.conll import Corpus, Sentence
+from tokexit.data.conll import Corpus, Sentence, bio_to_iob1
 from tokexit.data.glue import Example
 from tokexit.exits.base import ExitPolicy
 from tokexit.model_io import load_classifier, load_tagger, resolve_device
@@ -28,6 +28,73 @@ WORD = re.compile(r"\w+(?:[-'’.]\w+)*|[^\w\s]")
 def split_words(text: str) -> list[str]:
     """A simple tokenizer for raw text: words (with inner hyphens/apostrophes/dots) and single symbols."""
     return WORD.findall(text)
+
+
+def _kind(value) -> str:
+    return "None" if value is None else type(value).__name__
+
+
+def _check_run_arguments(method: str, batch_size, exit) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"{method}: batch_size must be a whole number >= 1, not {batch_size!r}")
+    if exit is not None and not isinstance(exit, ExitPolicy):
+        raise TypeError(f"{method}: exit must be an exit policy from tokexit.exits (e.g. TokenWindowExit(0.1), "
+                        f"PatienceExit(2)) or None for the full model, not {_kind(exit)}")
+
+
+TAG_INPUT = ("Tagger.tag accepts a raw string, a list of raw strings, or a list of pre-tokenised sentences "
+             "(each a list of str words)")
+
+
+def sentence_words(sentences) -> list[list[str]]:
+    """The words of :meth:`Tagger.tag`'s input, checked: TypeError/ValueError saying what is accepted."""
+    if isinstance(sentences, str):
+        return [split_words(sentences)]
+    if not isinstance(sentences, list | tuple):
+        raise TypeError(f"{TAG_INPUT}, not {_kind(sentences)}")
+    raw = [isinstance(s, str) for s in sentences]
+    if any(raw) and not all(raw):
+        raise TypeError(f"{TAG_INPUT}, not a list mixing raw strings and word lists")
+    words = []
+    for i, s in enumerate(sentences):
+        if isinstance(s, str):
+            words.append(split_words(s))
+            continue
+        if not isinstance(s, list | tuple):
+            raise TypeError(f"{TAG_INPUT}; sentence {i} is {_kind(s)}")
+        for j, w in enumerate(s):
+            if not isinstance(w, str):
+                raise TypeError(f"{TAG_INPUT}; word {j} of sentence {i} is {_kind(w)} ({w!r}), not str")
+            if not w.strip():
+                raise ValueError(f"Tagger.tag: word {j} of sentence {i} is {w!r}: a pre-tokenised word must not be "
+                                 "empty or blank")
+        words.append(list(s))
+    return words
+
+
+CLASSIFY_INPUT = ("Classifier.classify accepts one text (str), a list of texts, or a list of (text, text) pairs "
+                  "for a sentence-pair model")
+
+
+def classify_examples(texts) -> list[Example]:
+    """The examples of :meth:`Classifier.classify`'s input, checked: TypeError/ValueError saying what is accepted."""
+    if isinstance(texts, str):
+        texts = [texts]
+    if not isinstance(texts, list | tuple):
+        raise TypeError(f"{CLASSIFY_INPUT}, not {_kind(texts)}")
+    single = [isinstance(t, str) for t in texts]
+    if any(single) and not all(single):
+        raise TypeError(f"{CLASSIFY_INPUT}, not a list mixing single texts and pairs")
+    examples = []
+    for i, t in enumerate(texts):
+        pair = t if isinstance(t, list | tuple) else None
+        if pair is not None and (len(pair) != 2 or not all(isinstance(x, str) for x in pair)):
+            raise TypeError(f"{CLASSIFY_INPUT}; item {i} is a {_kind(t)} of "
+                            f"{len(pair)} {'/'.join(sorted({_kind(x) for x in pair})) or 'items'}, not two str")
+        if pair is None and not isinstance(t, str):
+            raise TypeError(f"{CLASSIFY_INPUT}; item {i} is {_kind(t)}")
+        examples.append(Example(pair[0], pair[1], None, i) if pair is not None else Example(t, None, None, i))
+    return examples
 
 
 @dataclass
@@ -56,10 +123,11 @@ class Tagger:
 
         ``exit``: an exit policy (e.g. ``TokenWindowExit(0.1, window=5)``); None runs the full model.
         Every input word gets a tag and its exit layer, however long the sentence; an empty sentence gives [].
+        Tags are in the scheme the model was trained on (an IOB1-trained model tags in IOB1). Any other input is
+        a TypeError saying what is accepted.
         """
-        if isinstance(sentences, str):
-            sentences = [sentences]
-        words = [split_words(s) if isinstance(s, str) else list(s) for s in sentences]
+        words = sentence_words(sentences)
+        _check_run_arguments("Tagger.tag", batch_size, exit)
         corpus = Corpus("<input>", "conll", [Sentence(w, None, 0) for w in words if w], "none", None)
         run = predict_corpus(self.encoder, self.tokenizer, self.labels, corpus, policy=exit,
                              batch_size=batch_size, max_length=self.max_length, device=self.device)
@@ -69,9 +137,12 @@ class Tagger:
             if not w:
                 result.append([])
                 continue
-            tags, layers = next(it)
-            result.append([TaggedWord(word, self.labels.labels[k], int(e))
-                           for word, k, e in zip(w, tags.tolist(), layers.tolist(), strict=True)])
+            ids, layers = next(it)
+            tags = [self.labels.labels[k] for k in ids.tolist()]
+            if self.labels.scheme == "iob1":  # the model predicts BIO; it was trained on (and speaks) IOB1
+                tags = bio_to_iob1(tags)
+            result.append([TaggedWord(word, tag, int(e))
+                           for word, tag, e in zip(w, tags, layers.tolist(), strict=True)])
         return result
 
 
@@ -98,12 +169,11 @@ class Classifier:
                  exit: ExitPolicy | None = None) -> list[Classified]:
         """Classify one text, a list of texts, or a list of (text, text) pairs, in input order.
 
-        ``exit``: e.g. ``PatienceExit(2)`` or ``EntropyExit(0.2)``; None runs the full model.
+        ``exit``: e.g. ``PatienceExit(2)`` or ``EntropyExit(0.2)``; None runs the full model. Any other input is a
+        TypeError saying what is accepted.
         """
-        if isinstance(texts, str):
-            texts = [texts]
-        examples = [Example(*t, None, i) if isinstance(t, tuple) else Example(t, None, None, i)
-                    for i, t in enumerate(texts)]
+        examples = classify_examples(texts)
+        _check_run_arguments("Classifier.classify", batch_size, exit)
         if not examples:
             return []
         rows = encode_examples(examples, self.tokenizer, None, self.max_length)

@@ -29,6 +29,8 @@ class ClassifyRun:
 def run_examples(model: MultiExitClassifier, loader: DataLoader, regression: bool, policy: ExitPolicy | None = None,
                  device: str | torch.device = "cpu") -> ClassifyRun:
     """``policy=None``: the full model with every exit's prediction. Otherwise batched early exit."""
+    if policy is not None:
+        policy.check_depth(len(model.plan))  # a static layer or per-layer thresholds that do not fit the model
     device = torch.device(device)
     model = model.to(device).eval()
     shape, steps = model.cost_shape(), len(model.plan)

@@ -13,7 +13,6 @@ import logging
 from pathlib import Path
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from tokexit.classify import ClassifyRun, run_examples
@@ -43,6 +42,9 @@ def format_prediction(value: float, task: ClassificationTask) -> str:
 
 
 def evaluate_classifier(cfg: DictConfig) -> dict:
+    from tokexit.evaluate import UsageError, build_policy, calibrated_policy, exit_summary, require_settings
+
+    require_settings(cfg)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
@@ -63,22 +65,25 @@ def evaluate_classifier(cfg: DictConfig) -> dict:
         return classification_scores(gold, predictions.tolist() if task.regression else predictions.long().tolist(),
                                      task)
 
-    test_file = str(cfg.data.test_file)
-    examples, loader, gold = load(test_file)
     exit_cfg = OmegaConf.to_container(cfg.exit, resolve=True)
     target = exit_cfg.pop("target_speedup", None)
-    policy = instantiate(exit_cfg)
+    policy = build_policy(exit_cfg)
+    policy.check_depth(len(model.plan))  # before any run: a static layer beyond the model, ...
+    if target is not None and "threshold" not in exit_cfg:
+        raise UsageError(f"exit.target_speedup needs a policy with a threshold, not '{policy.name}'")
+    test_file = str(cfg.data.test_file)
+    examples, loader, gold = load(test_file)
     result = {"command": command_line(), "model_dir": str(cfg.model_dir), "test_file": test_file, "task": task.task,
-              "metric": task.metric, "counts": {"examples": len(examples)}, "device": device,
-              "batch_size": cfg.batch_size,
+              "metric": task.metric, "counts": {"examples": len(examples)}, "labelled": gold is not None,
+              "device": device, "batch_size": cfg.batch_size,
               "subnetwork": {"width": cfg.subnetwork.width, "depth": cfg.subnetwork.depth},
               "parameters_run": subnetwork_parameters(model)}
     if not examples:
         (out / "predictions.tsv").write_text("")
         write_json(out / "metrics.json", {**result, "layers": [], "full_depth": None})
+        log.warning("%s holds no examples: nothing to classify or score", test_file)
+        print(f"{test_file}: no examples in the file, nothing to classify or score; wrote {out / 'metrics.json'}")
         return {**result, "layers": [], "full_depth": None}
-
-    from tokexit.evaluate import calibrate, exit_summary
 
     full = run_examples(model, loader, task.regression, None, device)
     layer_scores = [scores(gold, p) for p in full.layer_predictions] if gold is not None else []
@@ -90,18 +95,15 @@ def evaluate_classifier(cfg: DictConfig) -> dict:
     run: ClassifyRun = full
     if not isinstance(policy, NoExit):
         if target is not None:
-            if "threshold" not in exit_cfg:
-                raise ValueError(f"exit.target_speedup needs a policy with a threshold, not '{policy.name}'")
-            if not cfg.data.validation_file:
-                raise ValueError("exit.target_speedup calibrates on data.validation_file: give one")
-            _, val_loader, _ = load(str(cfg.data.validation_file))
+            validation_file = str(cfg.data.validation_file)
+            val_examples, val_loader, _ = load(validation_file)
+            if not val_examples:
+                raise UsageError(f"data.validation_file {validation_file} holds no examples: "
+                                 "exit.target_speedup cannot be calibrated on it")
             upper = 1.0 if exit_cfg.get("normalised", True) else float(torch.log(torch.tensor(task.num_outputs)))
-            threshold, trace = calibrate(lambda t: instantiate(exit_cfg, threshold=t), float(target),
-                                         lambda p: run_examples(model, val_loader, task.regression, p, device),
-                                         upper=upper)
-            policy = instantiate(exit_cfg, threshold=threshold)
-            result["calibration"] = {"target_speedup": target, "validation_file": str(cfg.data.validation_file),
-                                     "threshold": threshold, "trace": trace}
+            policy, result["calibration"] = calibrated_policy(
+                exit_cfg, target, lambda p: run_examples(model, val_loader, task.regression, p, device),
+                validation_file, upper=upper)
         run = run_examples(model, loader, task.regression, policy, device)
         for _ in range(cfg.timing_repeats - 1):  # interleaved repeats, best of each
             full.seconds = min(full.seconds, run_examples(model, loader, task.regression, NoExit(), device).seconds)
@@ -116,10 +118,12 @@ def evaluate_classifier(cfg: DictConfig) -> dict:
     write_json(out / "metrics.json", result)
     if layer_scores:
         print(layer_table(layer_scores, task.metric, f"{test_file}: {task.metric} per exit layer (full model)"))
-    if gold is not None and not isinstance(policy, NoExit):
-        print(f"{policy.describe()}: {task.metric} {result['score'][task.metric]:.2f} | FLOPs speed-up "
-              f"{result['flops_speedup']:.2f}x | wall-clock speed-up {result['wall_speedup']:.2f}x | "
-              f"average exit layer {result['avg_exit_layer']:.2f}")
+    else:
+        print(f"{test_file} has no labels: its examples are classified (predictions.tsv), not scored")
+    if not isinstance(policy, NoExit):
+        scored = f"{task.metric} {result['score'][task.metric]:.2f} | " if gold is not None else "not scored | "
+        print(f"{policy.describe()}: {scored}FLOPs speed-up {result['flops_speedup']:.2f}x | wall-clock speed-up "
+              f"{result['wall_speedup']:.2f}x | average exit layer {result['avg_exit_layer']:.2f}")
     print(f"{len(examples)} examples; wrote {out / 'metrics.json'}")
     return result
 

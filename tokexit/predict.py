@@ -43,6 +43,8 @@ def _sync(device: torch.device) -> None:
 def run_corpus(encoder: MultiExitEncoder, loader: DataLoader, corpus: Corpus, policy: ExitPolicy | None = None,
                device: str | torch.device = "cpu") -> ExitRun:
     """``policy=None``: the full model with every exit's prediction (per-layer tables). Otherwise early exit."""
+    if policy is not None:
+        policy.check_depth(len(encoder.plan))  # a static layer or per-layer thresholds that do not fit the model
     device = torch.device(device)
     encoder = encoder.to(device).eval()
     shape = encoder.cost_shape()

@@ -45,6 +45,10 @@ class ExitPolicy:
     def uncertainty(self, logits: torch.Tensor) -> torch.Tensor:
         return UNCERTAINTY[self.uncertainty_name](logits)
 
+    def check_depth(self, num_layers: int) -> None:
+        """Raise ValueError naming the setting when the policy does not fit a model that runs ``num_layers``
+        layers (a static layer beyond it, per-layer thresholds of another length). Called before every run."""
+
     def can_stop(self, layer: int, num_layers: int) -> bool:
         """Whether ``decide`` may stop anything after ``layer``; where not, the engine skips that exit head."""
         return True
@@ -77,8 +81,30 @@ def layer_thresholds(threshold: float, num_layers: int, thresholds: list[float] 
     """Per-layer thresholds: explicit ``thresholds`` or ``threshold`` for the lower half of the layers and
     ``upper_factor * threshold`` for the upper half (the token-level reference doubles it)."""
     if thresholds is not None:
-        if len(thresholds) != num_layers:
-            raise ValueError(f"exit.thresholds has {len(thresholds)} values for {num_layers} layers")
+        check_thresholds(thresholds, num_layers)
         return [float(t) for t in thresholds]
     half = num_layers // 2
     return [threshold if i < half else threshold * upper_factor for i in range(num_layers)]
+
+
+def check_thresholds(thresholds: list[float] | None, num_layers: int) -> None:
+    """Per-layer ``exit.thresholds`` must give one value per layer the model runs."""
+    if thresholds is not None and len(thresholds) != num_layers:
+        raise ValueError(f"exit.thresholds has {len(thresholds)} values but the model runs {num_layers} layers: "
+                         f"give one threshold per layer ({num_layers} values), or exit.threshold alone")
+
+
+def check_layer(layer: int, num_layers: int) -> None:
+    """A 1-based ``exit.layer`` must be a layer the model runs."""
+    if layer > num_layers:
+        raise ValueError(f"exit.layer={layer} is beyond the model's depth: it runs {num_layers} layers, "
+                         f"so exit.layer must be 1..{num_layers}")
+
+
+def check_layer_setting(layer) -> int:
+    """``exit.layer`` is a 1-based layer number (an int >= 1)."""
+    if isinstance(layer, bool) or not isinstance(layer, int):
+        raise ValueError(f"exit.layer must be a whole layer number (1-based), not {layer!r}")
+    if layer < 1:
+        raise ValueError(f"exit.layer is 1-based and must be >= 1, not {layer}")
+    return layer

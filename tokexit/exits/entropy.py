@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from tokexit.exits.base import ExitPolicy, entropy, layer_thresholds, normalised_entropy
+from tokexit.exits.base import ExitPolicy, check_thresholds, entropy, layer_thresholds, normalised_entropy
 
 
 class EntropyExit(ExitPolicy):
@@ -15,6 +15,9 @@ class EntropyExit(ExitPolicy):
     def __init__(self, threshold: float, normalised: bool = True, thresholds: list[float] | None = None):
         super().__init__()
         self.threshold, self.normalised, self.thresholds = threshold, normalised, thresholds
+
+    def check_depth(self, num_layers) -> None:
+        check_thresholds(self.thresholds, num_layers)
 
     def decide_examples(self, step, num_steps, logits, state) -> torch.Tensor:
         if logits.shape[-1] == 1:

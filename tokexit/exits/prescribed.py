@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from tokexit.exits.base import ExitPolicy
+from tokexit.exits.base import ExitPolicy, check_layer, check_layer_setting
 
 GOLDEN = 2654435761  # round(2**32 / golden ratio), an odd constant
 
@@ -29,9 +29,10 @@ class PrescribedExit(ExitPolicy):
         super().__init__(uncertainty)
         if not 0.0 <= fraction <= 1.0:
             raise ValueError(f"exit.fraction must be in [0, 1], not {fraction}")
-        if layer < 1:
-            raise ValueError("exit.layer is 1-based and must be >= 1")
-        self.fraction, self.layer = float(fraction), layer
+        self.fraction, self.layer = float(fraction), check_layer_setting(layer)
+
+    def check_depth(self, num_layers) -> None:
+        check_layer(self.layer, num_layers)
 
     def can_stop(self, layer, num_layers) -> bool:
         return layer + 1 == self.layer

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from tokexit.exits.base import ExitPolicy, layer_thresholds
+from tokexit.exits.base import ExitPolicy, check_thresholds, layer_thresholds
 
 
 class SentenceExit(ExitPolicy):
@@ -16,6 +16,9 @@ class SentenceExit(ExitPolicy):
         if pool not in ("max", "mean"):
             raise ValueError(f"exit.pool must be 'max' or 'mean', not '{pool}'")
         self.threshold, self.pool, self.thresholds, self.upper_factor = threshold, pool, thresholds, upper_factor
+
+    def check_depth(self, num_layers) -> None:
+        check_thresholds(self.thresholds, num_layers)
 
     def decide(self, layer, num_layers, uncertainty, active, words) -> torch.Tensor:
         delta = layer_thresholds(self.threshold, num_layers, self.thresholds, self.upper_factor)[layer]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from tokexit.exits.base import ExitPolicy
+from tokexit.exits.base import ExitPolicy, check_layer, check_layer_setting
 
 
 class StaticExit(ExitPolicy):
@@ -13,9 +13,10 @@ class StaticExit(ExitPolicy):
 
     def __init__(self, layer: int, uncertainty: str = "entropy"):
         super().__init__(uncertainty)
-        if layer < 1:
-            raise ValueError("exit.layer is 1-based and must be >= 1")
-        self.layer = layer
+        self.layer = check_layer_setting(layer)
+
+    def check_depth(self, num_layers) -> None:
+        check_layer(self.layer, num_layers)
 
     def can_stop(self, layer, num_layers) -> bool:
         return layer + 1 >= self.layer

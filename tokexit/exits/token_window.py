@@ -1,12 +1,13 @@
 """Token-level exit with a window criterion: word j stops after layer i when every word within ±⌊w/2⌋ of j
-(the window shrinks at sentence edges) has an uncertainty below the layer's threshold δᵢ."""
+(the window shrinks at sentence edges) has an uncertainty below the layer's threshold δᵢ. The window is centred,
+so its width w is odd."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from tokexit.exits.base import ExitPolicy, layer_thresholds
+from tokexit.exits.base import ExitPolicy, check_thresholds, layer_thresholds
 
 
 def window_max(values: torch.Tensor, words: torch.Tensor, window: int) -> torch.Tensor:
@@ -24,9 +25,16 @@ class TokenWindowExit(ExitPolicy):
     def __init__(self, threshold: float, window: int = 5, thresholds: list[float] | None = None,
                  upper_factor: float = 1.0, uncertainty: str = "entropy"):
         super().__init__(uncertainty)
-        if window < 1:
-            raise ValueError("exit.window must be >= 1")
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+            raise ValueError(f"exit.window must be a whole number of words >= 1, not {window!r}")
+        if window % 2 == 0:
+            raise ValueError(f"exit.window={window} is even: the window is centred on each word (±⌊w/2⌋ words, "
+                             f"2·⌊w/2⌋+1 in all), so it must be odd; {window} would act as {window + 1}. "
+                             f"Give exit.window={window - 1} or {window + 1}")
         self.threshold, self.window, self.thresholds, self.upper_factor = threshold, window, thresholds, upper_factor
+
+    def check_depth(self, num_layers) -> None:
+        check_thresholds(self.thresholds, num_layers)
 
     def decide(self, layer, num_layers, uncertainty, active, words) -> torch.Tensor:
         delta = layer_thresholds(self.threshold, num_layers, self.thresholds, self.upper_factor)[layer]
