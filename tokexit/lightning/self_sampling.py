@@ -19,21 +19,12 @@ import torch.nn.functional as F
 
 from tokexit.data.encoding import IGNORE
 from tokexit.data.tagging import LabelSet
-from tokexit.engine.early_exit import token_activity
-from tokexit.engine.layer import key_mask
-from tokexit.exits.base import normalised_entropy
-from tokexit.exits.token_window import window_max
+from tokexit.engine.early_exit import WordExits
+from tokexit.engine.loop import run_layers
+from tokexit.exits.token_window import TokenWindowExit
+from tokexit.fates.copy import HaltAndCopy
 from tokexit.lightning.tagging_module import MultiExitTaggerModule
 from tokexit.model_io import load_exits
-
-
-def rowwise_window_max(values: torch.Tensor, words: torch.Tensor, windows: torch.Tensor) -> torch.Tensor:
-    """(B, W) -> (B, W): :func:`window_max` with each row's own window size ``windows`` (B,)."""
-    out = torch.empty_like(values)
-    for w in windows.unique().tolist():
-        rows = windows == w
-        out[rows] = window_max(values[rows], words[rows], int(w))
-    return out
 
 
 class SelfSamplingTaggerModule(MultiExitTaggerModule):
@@ -79,35 +70,23 @@ class SelfSamplingTaggerModule(MultiExitTaggerModule):
 
     @torch.no_grad()
     def sample_masks(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Replay the window rule on a sampled setting per sentence, as inference would (frozen states).
+        """Replay the window rule on a sampled setting per sentence exactly as inference runs it: the policy's own
+        ``decide`` on the layer loop, in eval mode, with halt-and-copy.
 
         Returns (S, B, T) tokens computed in each step and (S, B, W) words still active entering each step.
         """
-        encoder, plan = self.encoder, self.encoder.plan
-        num_steps = len(plan)
+        encoder, num_steps = self.encoder, len(self.encoder.plan)
         ids, attention, positions = batch["input_ids"], batch["attention_mask"], batch["word_positions"]
-        token_word = batch["token_word"]
         windows, thresholds = (x.to(ids.device) for x in self.sample_settings(len(ids)))
-        words = positions >= 0  # (B, W)
-        active = words.clone()
-        uncertainty = torch.zeros(words.shape, device=ids.device)
+        policy = TokenWindowExit.per_sentence(thresholds, windows, self.hparams.upper_factor)
+        exits = WordExits(encoder, policy, attention, positions, batch["token_word"])
         was_training = encoder.training
         encoder.eval()
-        mask = key_mask(attention)
-        hidden = encoder.adapter.embed(ids, batch.get("token_type_ids"))  # (B, T, H)
-        token_masks, word_masks = [], []
-        for i, (layer, exit_index) in enumerate(plan):
-            computed = token_activity(active, token_word, attention)  # (B, T)
-            token_masks.append(computed)
-            word_masks.append(active.clone())
-            hidden = torch.where(computed[..., None], encoder.layer(layer, hidden, mask), hidden)
-            if i == num_steps - 1:
-                break
-            rows, cols = active.nonzero(as_tuple=True)
-            uncertainty[rows, cols] = normalised_entropy(encoder.exits[exit_index](hidden[rows, positions[rows, cols]]))
-            delta = thresholds * (self.hparams.upper_factor if i >= num_steps // 2 else 1.0)  # (B,)
-            active &= ~(rowwise_window_max(uncertainty, words, windows) < delta[:, None])
+        _, record = run_layers(encoder, ids, attention, exits, HaltAndCopy(), batch.get("token_type_ids"))
         encoder.train(was_training)
+        ran = len(record.computed)  # steps after every word stopped compute nothing
+        token_masks = record.computed + [torch.zeros_like(attention, dtype=torch.bool)] * (num_steps - ran)
+        word_masks = exits.entering + [torch.zeros_like(positions, dtype=torch.bool)] * (num_steps - ran)
         return torch.stack(token_masks), torch.stack(word_masks)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
