@@ -139,23 +139,31 @@ def exit_runner(encoder: MultiExitEncoder, policy: ExitPolicy, batch: dict[str, 
     return lambda: early_exit_forward(encoder, policy, *(batch[k] for k in keys))
 
 
-def gemm_rows(token_active: torch.Tensor, attention_mask: torch.Tensor) -> tuple[int, int]:
-    """Rows one layer hands to the BLAS, as ``early_exit_forward`` runs it: (query/output/feed-forward rows,
-    key/value rows). The dense layer (every real token active) computes the padded (B, T) block; a halted layer
-    the packed active tokens, and keys/values for the sentences with work up to their longest one."""
-    mask = attention_mask.bool()
-    if bool((token_active == mask).all()):
-        return mask.numel(), mask.numel()
-    busy = token_active.any(1)
+def gemm_rows(computed: torch.Tensor, keys: torch.Tensor, attention_mask: torch.Tensor) -> tuple[int, int]:
+    """Rows one layer hands to the BLAS, as the layer loop runs it, from the loop's record alone: (query/output/
+    feed-forward rows, key/value rows) for the (B, T) tokens ``computed`` and visible as ``keys``.
+
+    Sentences with nothing computed have left the batch for good, and the padding only they needed is trimmed. On
+    what is left: every real token computed -> the dense layer on the padded block; keys = every real token
+    (halt-and-copy) -> packed queries, keys and values for the padded block; keys = the computed tokens (drop) ->
+    all packed; otherwise packed queries and packed keys."""
+    real = attention_mask.bool()
+    busy = computed.any(1)
     if not bool(busy.any()):
         return 0, 0
-    return int(token_active.sum()), int(busy.sum()) * int(mask[busy].sum(1).max())
+    width = real.shape[1] if bool(busy.all()) else int(real[busy].sum(1).max())  # trimmed once a sentence left
+    block = int(busy.sum()) * width
+    if torch.equal(computed[busy], real[busy]):
+        return block, block
+    if torch.equal(keys[busy], real[busy]):
+        return int(computed.sum()), block
+    return int(computed.sum()), int(keys.sum())
 
 
 def gemm_replay(encoder: MultiExitEncoder, out: ExitOutput, attention_mask: torch.Tensor) -> Callable[[], None]:
     """The linear layers of a finished run alone, at its row counts, with the model's weights (the GEMM ceiling)."""
-    steps = [(encoder.layer_parts(layer), *gemm_rows(active, attention_mask))
-             for (layer, _), active in zip(encoder.plan, out.token_active, strict=False)]  # a run may end early
+    steps = [(encoder.layer_parts(layer), *gemm_rows(computed, keys, attention_mask))
+             for (layer, _), computed, keys in zip(encoder.plan, out.record.computed, out.record.keys, strict=False)]
     parts0 = steps[0][0]
     most, device = max(max(q, kv) for _, q, kv in steps), attention_mask.device
     x = torch.randn(most, parts0.query.in_features, device=device)  # (rows, hidden)
