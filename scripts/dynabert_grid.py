@@ -3,7 +3,8 @@
 Each sub-network of a DynaBERT model is exported (``python -m tokexit.export``) to a temporary directory, scored
 on the labelled TSV file with tokexit (its last exit, the same as running the sub-network inside the full model),
 and timed on the same length-sorted batches with tokexit's engine and as a plain Hugging Face model
-(``AutoModel.from_pretrained(dir, trust_remote_code=True)``, encoder forward only). Speed-ups are against the
+(``AutoModel`` with the ``slim_bert`` classes tokexit registers, never code from the directory; encoder forward
+only). Speed-ups are against the
 fine-tuned full model (the teacher), timed alternately with each sub-network (warm-up batch untimed, best of
 --repeats each), so both see the same load.
 
@@ -21,8 +22,8 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import AutoModel
 
+from tokexit.backbones import load_pretrained_model
 from tokexit.classify import run_examples
 from tokexit.data.classification import encode_examples, sorted_example_loader
 from tokexit.data.glue import TsvColumns, read_tsv
@@ -56,8 +57,7 @@ class Measured:
         examples = read_tsv(path, columns, regression=self.task.regression)
         rows = encode_examples(examples, tokenizer, self.task, meta.get("max_length", 512), path)
         self.loader = sorted_example_loader(rows, batch_size, tokenizer.pad_token_id)
-        remote_code = meta.get("exported_subnetwork") is not None
-        self.hf = AutoModel.from_pretrained(model_dir, local_files_only=True, trust_remote_code=remote_code)
+        self.hf = load_pretrained_model(model_dir, strict=True)  # an exported sub-network: tokexit's slim_bert
         run = run_examples(self.model, self.loader, self.task.regression, NoExit())  # the last exit
         gold = [r["target"] for r in rows]
         pred = run.predictions.tolist() if self.task.regression else run.predictions.long().tolist()

@@ -15,6 +15,7 @@ embedded WNUT-16 test split), and ``data.validation_file`` with ``exit.target_sp
 from __future__ import annotations
 
 import logging
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -248,7 +249,10 @@ def evaluate(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    evaluate(cfg)
+    try:
+        evaluate(cfg)
+    except UsageError as e:  # a missing or contradictory setting: one line, no traceback
+        sys.exit(f"tokexit.evaluate: error: {e}")
 
 
 if __name__ == "__main__":

@@ -1,18 +1,21 @@
 """Export a DynaBERT sub-network of a trained tokexit model as a smaller model directory:
 ``python -m tokexit.export model_dir=DIR width=0.5 depth=0.5 output_dir=OUT``.
 
-OUT is a Hugging Face model directory with the sliced weights (``AutoModel.from_pretrained(OUT,
-trust_remote_code=True)``, no tokexit needed) and, next to it, the kept exit heads, so that tokexit's
-``evaluate``/API run it as a model of its own, at its real size.
+OUT is a Hugging Face model directory with the sliced weights (without tokexit: ``AutoModel.from_pretrained(OUT,
+trust_remote_code=True)``, with the ``slim_bert`` code shipped in OUT) and, next to it, the kept exit heads, so that
+tokexit's ``evaluate``/API run it as a model of its own, at its real size. tokexit itself loads OUT (and the
+``model_dir`` it exports from) with its own registered classes and never runs code from a model directory.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
+from tokexit import CONFIG_DIR
 from tokexit.engine.classifier import MultiExitClassifier
 from tokexit.engine.encoder import MultiExitEncoder
 from tokexit.engine.subnetwork import SubNetwork
@@ -22,6 +25,13 @@ from tokexit.reporting import write_json
 
 
 def export(model_dir: str, width: float, depth: float, output_dir: str) -> dict:
+    from tokexit.evaluate import UsageError
+
+    missing = [name for name, value in (("model_dir", model_dir), ("output_dir", output_dir))
+               if value is None or str(value).strip() in ("", "???")]
+    if missing:
+        raise UsageError(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set: "
+                         "python -m tokexit.export model_dir=DIR width=W depth=D output_dir=OUT")
     meta = read_meta(model_dir)
     classifier = meta.get("kind") == "sequence_classifier"
     model, tokenizer, labels, _ = (load_classifier if classifier else load_tagger)(model_dir)
@@ -53,9 +63,14 @@ def export(model_dir: str, width: float, depth: float, output_dir: str) -> dict:
     return summary
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="export")
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="export")
 def main(cfg: DictConfig) -> None:
-    export(cfg.model_dir, cfg.width, cfg.depth, cfg.output_dir)
+    from tokexit.evaluate import UsageError
+
+    try:
+        export(cfg.get("model_dir"), cfg.width, cfg.depth, cfg.get("output_dir"))
+    except UsageError as e:  # a missing setting: one line, no traceback
+        sys.exit(f"tokexit.export: error: {e}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 :func:`slice_bert` copies the first heads and feed-forward neurons of the chosen layers of a ``BertModel`` into a
 :class:`~tokexit.export.slim_bert.SlimBertModel` of the real, smaller size (the same weights that
 :mod:`tokexit.engine.subnetwork` uses as views). :func:`export_subnetwork` saves it with its code, so that
-``AutoModel.from_pretrained(directory, trust_remote_code=True)`` loads it without tokexit, offline.
+``AutoModel.from_pretrained(directory, trust_remote_code=True)`` loads it without tokexit, offline. tokexit itself
+loads such a directory with the classes it registers (:mod:`tokexit.export.slim_bert`), never with the shipped code.
 
 transformers 5 has no head pruning and ``BertSelfAttention`` derives the head size from ``hidden_size /
 num_attention_heads``, which is why fewer heads of the original size need the small ``slim_bert`` model type.
@@ -123,7 +124,8 @@ def export_subnetwork(
     """Write ``directory`` with config.json (model_type slim_bert, auto_map for AutoConfig and AutoModel pointing at
     the two shipped .py files), model.safetensors, the two .py files, and the tokenizer if given.
 
-    Load it with ``AutoModel.from_pretrained(directory, trust_remote_code=True)``; tokexit is not needed there.
+    Without tokexit, load it with ``AutoModel.from_pretrained(directory, trust_remote_code=True)``; where tokexit is
+    imported, ``AutoModel.from_pretrained(directory)`` uses tokexit's registered ``slim_bert`` classes instead.
     """
     directory = Path(directory)
     slim = slice_bert(model, heads, neurons, layers)
@@ -137,7 +139,8 @@ def export_subnetwork(
 
 
 def with_code(slim: SlimBertModel) -> SlimBertModel:
-    """Point the config's ``auto_map`` at the shipped code, so that ``save_pretrained`` writes a loadable config."""
+    """Point the config's ``auto_map`` at the shipped code, so that ``save_pretrained`` writes a config that
+    transformers without tokexit can load (tokexit ignores ``auto_map``)."""
     slim.config.auto_map = dict(AUTO_MAP)
     return slim
 

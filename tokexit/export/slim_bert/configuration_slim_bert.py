@@ -1,8 +1,9 @@
 """Configuration of a slim BERT: a BERT encoder whose layers keep fewer attention heads of the original head size
 and fewer feed-forward neurons than ``hidden_size`` alone would imply (a DynaBERT sub-network).
 
-This file is shipped inside exported model directories and loaded with ``trust_remote_code=True``: it must import
-nothing but ``transformers``.
+This file is also shipped inside exported model directories, so that transformers alone can load them with
+``trust_remote_code=True``: it must import nothing but ``transformers``. The package that exports them registers and
+imports its own copy and never runs the shipped one.
 """
 
 from transformers import BertConfig

@@ -4,8 +4,9 @@ heads of the original head size), and whose feed-forward block has ``intermediat
 
 The state dict has the keys of a plain ``BertModel``; only the shapes of the attention projections differ.
 
-This file is shipped inside exported model directories and loaded with ``trust_remote_code=True``: it must import
-nothing but ``torch`` and ``transformers`` (and its sibling configuration file).
+This file is also shipped inside exported model directories, so that transformers alone can load them with
+``trust_remote_code=True``: it must import nothing but ``torch`` and ``transformers`` (and its sibling configuration
+file). The package that exports them registers and imports its own copy and never runs the shipped one.
 """
 
 from torch import nn
