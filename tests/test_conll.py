@@ -60,9 +60,13 @@ def test_read_conll_columns(tmp_path, sep, extra):
     assert c.scheme == "iob1"
 
 
-def test_tab_fields_are_stripped_and_may_hold_spaces(tmp_path):
-    c = read_conll(write(tmp_path, "x.tsv", "New York \t B-LOC\ncity\tO\n"))
-    assert c.sentences[0].words == ["New York", "city"] and c.sentences[0].tags == ["B-LOC", "O"]
+def test_tab_fields_are_stripped_but_may_not_hold_spaces(tmp_path):
+    c = read_conll(write(tmp_path, "x.tsv", "York \t B-LOC\ncity\tO\n"))
+    assert c.sentences[0].words == ["York", "city"] and c.sentences[0].tags == ["B-LOC", "O"]
+    # a CoNLL word cannot contain a space: "New York" would be one word only by mistake
+    path = write(tmp_path, "y.tsv", "New York \t B-LOC\ncity\tO\n")
+    with raises_at(path, 1, "TAB-separated field 'New York' contains spaces.*line 1: 3 columns, line 2: 2"):
+        read_conll(path)
 
 
 def test_whitespace_only_lines_break_sentences(tmp_path):
@@ -243,8 +247,10 @@ def test_detect_format(tmp_path):
     ten_cols_no_id = "w\t" + "\t".join("x" * 9) + "\n"
     assert detect_format(write(tmp_path, "e", ten_cols_no_id)) == "conll"
     assert detect_format(write(tmp_path, "f", "-DOCSTART- -X- O O\n\n1\ta\n")) == "conll"
-    c = read_corpus(write(tmp_path, "g", "# not a comment\tO\nx\tO\n"))
-    assert c.format == "conll" and c.sentences[0].words == ["# not a comment", "x"]
+    c = read_corpus(write(tmp_path, "g", "#not-a-comment\tO\nx\tO\n"))
+    assert c.format == "conll" and c.sentences[0].words == ["#not-a-comment", "x"]
+    with raises_at(write(tmp_path, "h", "# not a comment\tO\nx\tO\n"), 1, "contains spaces"):
+        read_corpus(tmp_path / "h")
 
 
 # ----------------------------------------------------------------------------- tag schemes

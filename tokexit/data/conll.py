@@ -7,14 +7,18 @@ line in a 200k-line file can be found at once.
 from __future__ import annotations
 
 import gzip
+import logging
 import os
 import re
+import zlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 _SPAN_TAG = re.compile(r"([BIES])-(.+)")
 _CONLLU_ID = re.compile(r"\d+(?:-\d+|\.\d+)?")
 _DIGITS = "0123456789"
+
+log = logging.getLogger(__name__)
 
 
 class DataFormatError(ValueError):
@@ -26,6 +30,8 @@ class Sentence:
     words: list[str]
     tags: list[str] | None  # None when the file has no label column (unlabelled input)
     line: int  # 1-based line number of the sentence's first word in the file
+    # the tags as written in the file when reading changed them (IOB1 converted to BIO), else None
+    file_tags: list[str] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -40,11 +46,46 @@ class Corpus:
 # ----------------------------------------------------------------------------- reading lines
 
 
-def open_text_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
-    """Yield (line_number, line) pairs, line_number 1-based, line without its newline (and without a CR).
+# LF, CRLF or a lone CR (old Mac files); CRs right before a LF ("\r\r\n", left by converting line ends twice)
+# make a single break, as they always did here
+_NEWLINE = re.compile(rb"\r*\n|\r")
+_CHUNK = 1 << 16
 
-    gzip is recognised by its magic bytes (1f 8b), not by the file name. Lines are decoded as UTF-8 and a
-    leading BOM is dropped; undecodable bytes raise DataFormatError naming the path and line.
+
+def _raw_lines(f, chunk_size: int = _CHUNK) -> Iterator[bytes]:
+    """Split a binary stream into lines on LF, CRLF or a lone CR, reading ``chunk_size`` bytes at a time.
+
+    Lines come without their line break; a last line without one is yielded too, and a final break adds no empty
+    line (as when iterating a file). Splitting bytes is safe for UTF-8: CR and LF never occur inside a multi-byte
+    character. Other Unicode line separators (U+2028, form feed...) stay inside their line.
+    """
+    pending: list[bytes] = []  # pieces of a line whose end has not been read yet
+    carry = b""  # CRs that ended the previous chunk: a LF may follow them in the next one
+    while True:
+        chunk = f.read(chunk_size)
+        block = carry + chunk
+        body = block.rstrip(b"\r") if chunk else block
+        carry = block[len(body):]
+        parts = _NEWLINE.split(body) if b"\r" in body else body.split(b"\n")  # the common case, faster
+        if len(parts) > 1:
+            pending.append(parts[0])
+            yield b"".join(pending)
+            yield from parts[1:-1]
+            pending = []
+        pending.append(parts[-1])
+        if not chunk:
+            break
+    tail = b"".join(pending)
+    if tail:
+        yield tail
+
+
+def open_text_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
+    """Yield (line_number, line) pairs, line_number 1-based, line without its line break.
+
+    Lines end with LF, CRLF or a lone CR (old Mac files), even mixed in one file; the file is read in chunks,
+    never whole. gzip is recognised by its magic bytes (1f 8b), not by the file name. Lines are decoded as
+    UTF-8 and a leading BOM is dropped; undecodable bytes raise DataFormatError naming the path and line.
     """
     path = os.fspath(path)
     with open(path, "rb") as f:
@@ -52,7 +93,7 @@ def open_text_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
     with gzip.open(path, "rb") if is_gzip else open(path, "rb") as f:
         lineno = 0
         try:
-            for lineno, raw in enumerate(f, 1):
+            for lineno, raw in enumerate(_raw_lines(f), 1):
                 try:
                     line = raw.decode("utf-8")
                 except UnicodeDecodeError as e:
@@ -61,8 +102,8 @@ def open_text_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
                     ) from None
                 if lineno == 1 and line.startswith("\ufeff"):
                     line = line[1:]
-                yield lineno, line.rstrip("\r\n")
-        except (gzip.BadGzipFile, EOFError) as e:
+                yield lineno, line
+        except (gzip.BadGzipFile, EOFError, zlib.error) as e:
             raise DataFormatError(f"{path}: corrupt gzip data after line {lineno} ({e})") from None
 
 
@@ -80,10 +121,38 @@ def detect_format(path: str | os.PathLike) -> str:
 # ----------------------------------------------------------------------------- CoNLL column files
 
 
-def _split_fields(line: str) -> list[str]:
-    if "\t" in line:
+def _split_fields(line: str, whitespace: bool = False) -> list[str]:
+    if "\t" in line and not whitespace:
         return [f.strip(" ") for f in line.split("\t")]
     return line.split()
+
+
+class _MixedSeparators(Exception):
+    """A TAB-separated word line with a space inside a field (raised and handled inside read_conll)."""
+
+    def __init__(self, line: int, value: str):
+        self.line, self.value = line, value
+
+
+def _is_word_line(line: str) -> bool:
+    return bool(line.strip()) and not line.startswith("-DOCSTART-")
+
+
+def _whitespace_columns(path: str) -> tuple[int, tuple[int, int], list[tuple[int, int]]]:
+    """Split every word line on any whitespace: (number of TAB lines with spaces inside a field, (line, column
+    count) of the first word line, [(line, count)] of the first line with a different count, if any)."""
+    mixed, first, other = 0, None, []
+    for lineno, line in open_text_lines(path):
+        if not _is_word_line(line):
+            continue
+        if "\t" in line and any(" " in f.strip(" ") for f in line.split("\t")):
+            mixed += 1
+        n = len(line.split())
+        if first is None:
+            first = (lineno, n)
+        elif n != first[1] and not other:
+            other = [(lineno, n)]
+    return mixed, first, other
 
 
 def read_conll(
@@ -96,17 +165,44 @@ def read_conll(
     """Read a CoNLL column file (one token per line, sentences separated by whitespace-only lines).
 
     Fields are TAB-separated when the line holds a TAB, else whitespace-separated; every word line must have
-    the same number of columns. `label_column` picks the tag column (-1: last; None: unlabelled file, tags are
-    None); a file with a single column is read as unlabelled. `-DOCSTART-` lines are skipped and end a
-    sentence. `strip_position_digit` removes the position digits after each character (Weibo NER writes
-    a character followed by its position in its word: "科0", "技1", "e12", and "20" for the character "2").
+    the same number of columns. A CoNLL word cannot contain a space, so a TAB-separated field with a space
+    inside ("SOCCER NN I-NP<TAB>O") means the file mixes TABs and spaces as separators: if every word line
+    then splits into the same number of columns on any whitespace, the whole file is read that way (with a
+    warning); otherwise DataFormatError names the line. `label_column` picks the tag column (-1: last; None:
+    unlabelled file, tags are None); a file with a single column is read as unlabelled. `-DOCSTART-` lines
+    are skipped and end a sentence. `strip_position_digit` removes the position digits after each character
+    (Weibo NER writes a character followed by its position in its word: "科0", "技1", "e12", and "20" for
+    the character "2").
     """
     path = os.fspath(path)
+    kwargs = dict(label_column=label_column, word_column=word_column, strip_position_digit=strip_position_digit)
+    try:
+        return _read_conll(path, whitespace=False, **kwargs)
+    except _MixedSeparators as mixed:
+        count, (line1, n1), other = _whitespace_columns(path)
+        where = f"{path}:{mixed.line}: TAB-separated field {mixed.value!r} contains spaces"
+        if other:
+            line2, n2 = other[0]
+            raise DataFormatError(
+                f"{where}, but a CoNLL word cannot contain a space: the file mixes TABs and spaces as column "
+                f"separators, and splitting on any whitespace does not give one column count either (line "
+                f"{line1}: {n1} columns, line {line2}: {n2}). Use one separator throughout, or replace the "
+                "spaces inside words (e.g. by '_')"
+            ) from None
+        log.warning("%s (%d such lines): the file mixes TABs and spaces as column separators; every word line "
+                    "splits into %d columns on any whitespace, so the whole file is read that way",
+                    where, count, n1)
+        return _read_conll(path, whitespace=True, **kwargs)
+
+
+def _read_conll(path: str, *, label_column: int | None, word_column: int, strip_position_digit: bool,
+                whitespace: bool) -> Corpus:
     sentences: list[Sentence] = []
     words: list[str] = []
     tags: list[str] = []
     start = 0
     ncols = first_line = 0
+    first_tabbed = False
     label_idx: int | None = None
 
     def flush() -> None:
@@ -116,12 +212,17 @@ def read_conll(
             words, tags = [], []
 
     for lineno, line in open_text_lines(path):
-        if not line.strip() or line.startswith("-DOCSTART-"):
+        if not _is_word_line(line):
             flush()
             continue
-        fields = _split_fields(line)
+        fields = _split_fields(line, whitespace)
+        tabbed = "\t" in line and not whitespace
+        if tabbed:
+            spaced = next((f for f in fields if " " in f), None)
+            if spaced is not None:
+                raise _MixedSeparators(lineno, spaced)
         if not ncols:  # first word line fixes the layout
-            ncols, first_line = len(fields), lineno
+            ncols, first_line, first_tabbed = len(fields), lineno, tabbed
             if label_column is not None and not (label_column == -1 and ncols == 1):
                 if not -ncols <= label_column < ncols:
                     raise DataFormatError(
@@ -133,8 +234,11 @@ def read_conll(
                     f"{path}:{lineno}: word column {word_column} out of range for {ncols} columns"
                 )
         elif len(fields) != ncols:
+            seps = "" if tabbed == first_tabbed else (
+                f"; line {first_line} is {'TAB' if first_tabbed else 'space'}-separated, this line "
+                f"{'TAB' if tabbed else 'space'}-separated")
             raise DataFormatError(
-                f"{path}:{lineno}: expected {ncols} columns (as on line {first_line}), found {len(fields)}"
+                f"{path}:{lineno}: expected {ncols} columns (as on line {first_line}), found {len(fields)}{seps}"
             )
         word = fields[word_column]
         if not word:
@@ -206,7 +310,8 @@ def read_corpus(
     to_bio: bool = True,
 ) -> Corpus:
     """Read a CoNLL or CoNLL-U file (format "auto" detects which). With `to_bio`, IOB1 tags are converted to
-    BIO; corpus.scheme keeps saying "iob1" so predictions can be converted back with bio_to_iob1."""
+    BIO; corpus.scheme keeps saying "iob1" so predictions can be converted back with bio_to_iob1, and the
+    sentences whose tags changed keep the file's own in `file_tags` (for messages about the file)."""
     if format == "auto":
         format = detect_format(path)  # raises FileNotFoundError for a missing file
     if format == "conll":
@@ -217,7 +322,9 @@ def read_corpus(
         raise ValueError(f"format must be 'auto', 'conll' or 'conllu', not {format!r}")
     if to_bio and corpus.scheme == "iob1":
         for s in corpus.sentences:
-            s.tags = iob1_to_bio(s.tags)
+            bio = iob1_to_bio(s.tags)
+            if bio != s.tags:
+                s.file_tags, s.tags = s.tags, bio
     return corpus
 
 

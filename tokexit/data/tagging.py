@@ -65,17 +65,23 @@ class LabelSet:
 def report_unseen_labels(corpus: Corpus, labels: LabelSet) -> dict[str, dict]:
     """Labels in ``corpus`` that the model never saw: {label: {count, first_line}}; logged as a warning.
 
-    Such words still count in the scores (the model cannot predict their label, so they are errors).
+    Labels are named as written in the file: an IOB1 file's "I-FOO" that reading turned into the BIO "B-FOO"
+    is reported as "I-FOO". Such words still count in the scores (the model cannot predict their label, so
+    they are errors).
     """
     unseen: dict[str, dict] = {}
+    read_as: dict[str, set[str]] = {}  # file label -> the labels it was read as
     for s in corpus.sentences:
-        for j, t in enumerate(s.tags or []):
+        written = s.file_tags or s.tags or []
+        for j, (t, w) in enumerate(zip(s.tags or [], written, strict=True)):
             if t not in labels.to_id:
-                entry = unseen.setdefault(t, {"count": 0, "first_line": s.line + j})
+                entry = unseen.setdefault(w, {"count": 0, "first_line": s.line + j})
                 entry["count"] += 1
-    for t, e in unseen.items():
-        log.warning("%s:%d: label '%s' never seen in training (%d words); it can only be scored as an error",
-                    corpus.path, e["first_line"], t, e["count"])
+                read_as.setdefault(w, set()).add(t)
+    for w, e in unseen.items():
+        note = f" (read as {', '.join(repr(t) for t in sorted(read_as[w]))} in BIO)" if read_as[w] != {w} else ""
+        log.warning("%s:%d: label '%s'%s never seen in training (%d words); it can only be scored as an error",
+                    corpus.path, e["first_line"], w, note, e["count"])
     return unseen
 
 

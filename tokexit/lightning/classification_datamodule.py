@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 
 from tokexit.backbones import load_tokenizer
 from tokexit.data.classification import ClassificationTask, collate_examples, encode_examples, sorted_example_loader
+from tokexit.data.conll import open_text_lines
 from tokexit.data.glue import Example, TsvColumns, read_tsv
 from tokexit.data.tagging import LengthGroupedSampler
 
@@ -65,18 +66,26 @@ class ClassificationDataModule(L.LightningDataModule):
     def read(self, path: str) -> list[Example]:
         if not Path(path).is_file():
             raise FileNotFoundError(missing_file_hint(path))
+        if not any(line.strip() for _, line in open_text_lines(path)):
+            return []  # 0 bytes or blank lines only: empty (even without the header row; see _check_files)
         return read_tsv(path, self.columns, regression=self.regression)
 
     def prepare(self) -> ClassificationTask:
+        """Read and check the files (every problem is raised before training starts), build the task and encode
+        every split."""
         if self.tokenizer is not None:
             return self.task
+        for path in self.files.values():
+            if path and not Path(path).is_file():
+                raise FileNotFoundError(missing_file_hint(str(path)))
+        if self.task is None and not self.files["train"]:
+            raise ValueError("data.train_file is required to build the label set")
         self.tokenizer = load_tokenizer(self.tokenizer_name)
         for split, path in self.files.items():
             if path:
                 self.examples[split] = self.read(str(path))
+        self._check_files()
         if self.task is None:
-            if "train" not in self.examples:
-                raise ValueError("data.train_file is required to build the label set")
             self.task = ClassificationTask.from_examples(self.examples["train"], self.regression, self.metric,
                                                          self.positive_label)
             self.task.columns = dataclasses.asdict(self.columns)
@@ -85,6 +94,59 @@ class ClassificationDataModule(L.LightningDataModule):
                                                   str(self.files[split]))
             log.info("%s: %d examples", self.files[split], len(examples))
         return self.task
+
+    def status(self, split: str) -> str:
+        """"none" (no file given), "empty" (no examples), "unlabelled" (no label column) or "labelled"."""
+        examples = self.examples.get(split)
+        if examples is None:
+            return "none"
+        if not examples:
+            return "empty"
+        return "labelled" if examples[0].label is not None else "unlabelled"
+
+    def _no_labels(self, split: str) -> str:
+        label = self.columns.label
+        if label is None:
+            return f"data.{split}_file={self.files[split]}: no labels (data.label=null)"
+        where = "in the header" if isinstance(label, str) else "(too few fields)"
+        return f"data.{split}_file={self.files[split]}: no label column {label!r} {where} (data.label={label})"
+
+    def _check_files(self) -> None:
+        """Training and validation files must be labelled and not empty, in a useful way; an empty validation
+        file means no model selection and an unlabelled test file is predicted, not scored (both logged)."""
+        where = {split: f"data.{split}_file={path}" for split, path in self.files.items()}
+        if "train" in self.examples:
+            status = self.status("train")
+            if status == "empty":
+                raise ValueError(f"{where['train']}: no examples to train on (the file holds no rows)")
+            if status == "unlabelled":
+                raise ValueError(f"{self._no_labels('train')}: a training file needs a label on every row")
+            if self.regression and len(self.examples["train"]) < 2:
+                raise ValueError(f"{where['train']}: a regression training file needs at least two examples")
+            if not self.regression:
+                found = sorted({ex.label for ex in self.examples["train"]})
+                if len(found) < 2:
+                    raise ValueError(f"{where['train']}: every example has the label {found[0]!r}: a "
+                                     "classifier needs at least two different labels to learn anything")
+        status = self.status("validation")
+        if status == "unlabelled":
+            raise ValueError(f"{self._no_labels('validation')}: validation scores the model after every epoch to "
+                             "keep the best one, so it needs gold labels; give a labelled file, or "
+                             "data.validation_file=null to train without validation")
+        if status == "labelled" and self.regression and len(self.examples["validation"]) < 2:
+            raise ValueError(f"{where['validation']}: one example, but {self.metric or 'pearson'} correlation needs "
+                             "at least two")
+        if status == "empty":
+            log.warning("%s is empty: no validation, so no model selection: the model of the last epoch is kept",
+                        where["validation"])
+        elif status == "none":
+            log.info("no data.validation_file: no model selection, the model of the last epoch is kept")
+        status = self.status("test")
+        if status == "empty":
+            log.warning("%s is empty: the model will be trained and saved, but not tested", where["test"])
+        elif status == "unlabelled":
+            log.info("%s has no labels: after training the model predicts them (output_dir/test_predictions.tsv), "
+                     "nothing is scored", where["test"])
 
     def setup(self, stage: str | None = None) -> None:
         self.prepare()
@@ -95,7 +157,9 @@ class ClassificationDataModule(L.LightningDataModule):
     def counts(self) -> dict:
         return {f"{split}_examples": len(examples) for split, examples in self.examples.items()}
 
-    def _loader(self, split: str, train: bool) -> DataLoader:
+    def _loader(self, split: str, train: bool) -> DataLoader | list:
+        if split == "validation" and self.status(split) in ("none", "empty"):
+            return []  # Lightning then skips validation (no model selection, see _check_files)
         if split not in self.encoded:
             raise ValueError(f"no data.{split}_file given")
         rows, pad_id = self.encoded[split], self.tokenizer.pad_token_id
@@ -108,7 +172,7 @@ class ClassificationDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader | list:
         return self._loader("validation", train=False)
 
     def test_dataloader(self) -> DataLoader:

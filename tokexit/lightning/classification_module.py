@@ -57,6 +57,8 @@ class MultiExitClassifierModule(EvaluationHooks, L.LightningModule):
         self.register_buffer("loss_weights", layer_weights(self.encoder.num_layers, loss_weights), persistent=False)
         self.parts: list[torch.Tensor] = []
         self.scores: dict[str, list[dict]] = {}
+        # per split without labels (a test file to label): (N, S) predictions of every exit, in input order
+        self.predictions: dict[str, torch.Tensor] = {}
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """(S, B, C) logits of every exit."""
@@ -86,6 +88,13 @@ class MultiExitClassifierModule(EvaluationHooks, L.LightningModule):
         if not table.numel():
             return
         rows = unique_examples(table)
+        examples = self.trainer.datamodule.corpus(split)
+        if len(rows) != len(examples):  # nothing may be dropped silently
+            raise RuntimeError(f"{self.trainer.datamodule.files[split]}: {len(examples)} examples but {len(rows)} "
+                               "predictions")
+        if examples[0].label is None:  # unlabelled: the model labels it, nothing is scored
+            self.predictions[split], self.scores[split] = rows[:, 2:], []
+            return
         gold = rows[:, 1] if self.labels.regression else rows[:, 1].long()
         scores = []
         for column in rows[:, 2:].T:

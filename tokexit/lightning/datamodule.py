@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import functools
 import logging
+from pathlib import Path
 
 import lightning as L
 from torch.utils.data import DataLoader
 
 from tokexit.backbones import load_tokenizer
 from tokexit.data.conll import Corpus
+from tokexit.data.embedded import is_embedded
 from tokexit.data.tagging import (
     LabelSet,
     LengthGroupedSampler,
@@ -67,16 +69,22 @@ class TaggingDataModule(L.LightningDataModule):
         self.tokenizer = None
 
     def prepare(self) -> LabelSet:
+        """Read and check the files (every problem is raised before training starts), build the label set and
+        encode every split."""
         if self.tokenizer is not None:
             return self.labels
+        for split, path in self.files.items():
+            if path and not is_embedded(str(path)) and not Path(path).is_file():
+                raise FileNotFoundError(f"data.{split}_file={path}: no such file")
+        if self.labels is None and not self.files["train"]:
+            raise ValueError("data.train_file is required to build the label set")
         self.tokenizer = load_tokenizer(self.tokenizer_name)
         self.max_length = min(self.max_length, self._backbone_max_length())
         for split, path in self.files.items():
             if path:
                 self.corpora[split] = load_corpus(str(path), self.options)
+        self._check_files()
         if self.labels is None:
-            if "train" not in self.corpora:
-                raise ValueError("data.train_file is required to build the label set")
             self.labels = LabelSet.from_corpus(self.corpora["train"], self.task)
         for split, corpus in self.corpora.items():
             if split != "train":
@@ -84,6 +92,48 @@ class TaggingDataModule(L.LightningDataModule):
             self.datasets[split] = build_dataset(corpus, self.tokenizer, self.labels, self.max_length)
             log.info("%s: %d sentences, %d windows", corpus.path, len(corpus.sentences), len(self.datasets[split]))
         return self.labels
+
+    def status(self, split: str) -> str:
+        """"none" (no file given), "empty" (no sentences), "unlabelled" (no label column) or "labelled"."""
+        corpus = self.corpora.get(split)
+        if corpus is None:
+            return "none"
+        if not corpus.sentences:
+            return "empty"
+        return "labelled" if corpus.sentences[0].tags is not None else "unlabelled"
+
+    def _check_files(self) -> None:
+        """Training and validation files must be labelled and not empty, in a useful way; an empty validation
+        file means no model selection and an unlabelled test file is tagged, not scored (both logged)."""
+        where = {split: f"data.{split}_file={path}" for split, path in self.files.items()}
+        if "train" in self.corpora:
+            train = self.corpora["train"]
+            status = self.status("train")
+            if status == "empty":
+                raise ValueError(f"{where['train']}: no sentences to train on (the file holds no word lines)")
+            if status == "unlabelled":
+                raise ValueError(f"{where['train']}: no labels to train on (one column per line, or "
+                                 "data.label_column=null): a training file needs a tag for every word")
+            found = {t for s in train.sentences for t in s.tags}
+            if len(found) < 2:
+                raise ValueError(f"{where['train']}: every word has the label '{found.pop()}': a tagger needs at "
+                                 "least two different labels to learn anything")
+        status = self.status("validation")
+        if status == "unlabelled":
+            raise ValueError(f"{where['validation']}: no labels (one column per line, or data.label_column=null): "
+                             "validation scores the model after every epoch to keep the best one, so it needs gold "
+                             "tags; give a labelled file, or data.validation_file=null to train without validation")
+        if status == "empty":
+            log.warning("%s is empty: no validation, so no model selection: the model of the last epoch is kept",
+                        where["validation"])
+        elif status == "none":
+            log.info("no data.validation_file: no model selection, the model of the last epoch is kept")
+        status = self.status("test")
+        if status == "empty":
+            log.warning("%s is empty: the model will be trained and saved, but not tested", where["test"])
+        elif status == "unlabelled":
+            log.info("%s has no labels: after training it is tagged (output_dir/test_predictions.conll), not "
+                     "scored", where["test"])
 
     def _backbone_max_length(self) -> int:
         limit = self.tokenizer.model_max_length
@@ -101,7 +151,9 @@ class TaggingDataModule(L.LightningDataModule):
             counts["test_words"] = sum(len(s.words) for s in self.corpora["test"].sentences)
         return {**counts, "labels": len(self.labels.labels)}
 
-    def _loader(self, split: str, train: bool) -> DataLoader:
+    def _loader(self, split: str, train: bool) -> DataLoader | list:
+        if split == "validation" and self.status(split) in ("none", "empty"):
+            return []  # Lightning then skips validation (no model selection, see _check_files)
         if split not in self.datasets:
             raise ValueError(f"no data.{split}_file given")
         data, pad_id = self.datasets[split], self.tokenizer.pad_token_id
@@ -114,7 +166,7 @@ class TaggingDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader | list:
         return self._loader("validation", train=False)
 
     def test_dataloader(self) -> DataLoader:

@@ -118,8 +118,8 @@ class DynaBertModule(EvaluationHooks, L.LightningModule):
         return model.hidden_states(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
 
     def on_fit_start(self) -> None:
-        if self.hparams.stage != 1 or self.hparams.rewire_batches <= 0:
-            return
+        if self.hparams.stage != 1 or self.hparams.rewire_batches <= 0 or self.resumed:
+            return  # a resumed run's checkpoint holds the rewired weights (and the RNG states after rewiring)
         loader = self.trainer.datamodule.train_dataloader()
         batches = [{k: v.to(self.device) for k, v in b.items()}
                    for b in itertools.islice(loader, self.hparams.rewire_batches)]

@@ -1,10 +1,12 @@
 """What every tokexit LightningModule shares: joint-loss layer weights, the optimizer, and the validation/test
-hooks routed to the module's ``_eval_step(batch)`` and ``_eval_end(split)``."""
+hooks routed to the module's ``_eval_step(batch)`` and ``_eval_end(split)``, and what a resumed run restores
+beyond Lightning's own checkpoint."""
 
 from __future__ import annotations
 
 import lightning as L
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 from transformers import get_linear_schedule_with_warmup
 
 
@@ -45,6 +47,8 @@ def adamw_with_warmup(module: L.LightningModule, encoder: torch.nn.Module) -> di
 class EvaluationHooks:
     """Mixin for a LightningModule with ``encoder``, ``_eval_step(batch)`` and ``_eval_end(split)``."""
 
+    resumed = False  # True once fit() has restored this module from a checkpoint
+
     def validation_step(self, batch, batch_idx):
         self._eval_step(batch)
 
@@ -59,3 +63,14 @@ class EvaluationHooks:
 
     def configure_optimizers(self):
         return adamw_with_warmup(self, self.encoder)
+
+    # resuming: the last validation's scores travel with the checkpoint (a run resumed after its final epoch
+    # still reports them); ``resumed`` tells ``on_fit_start`` hooks that the weights come from a checkpoint
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["tokexit_scores"] = self.scores
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        trainer = self._trainer
+        if trainer is not None and trainer.state.fn == TrainerFn.FITTING:  # not when test() loads the best checkpoint
+            self.resumed = True
+            self.scores.update(checkpoint.get("tokexit_scores", {}))

@@ -45,6 +45,8 @@ class MultiExitTaggerModule(EvaluationHooks, L.LightningModule):
         self.register_buffer("loss_weights", layer_weights(self.encoder.num_layers, loss_weights), persistent=False)
         self.collector = PredictionCollector()
         self.scores: dict[str, list[dict]] = {}
+        # per split without labels (a test file to tag): per sentence, (L, n_words) label ids of every exit
+        self.predictions: dict[str, list[torch.Tensor]] = {}
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """(L, N, C) logits of every exit for every word of the batch."""
@@ -67,7 +69,11 @@ class MultiExitTaggerModule(EvaluationHooks, L.LightningModule):
         table = gather_tables(self.collector.table())
         self.collector.reset()
         corpus = self.trainer.datamodule.corpus(split)
-        scores = score_layers(corpus, self.labels.labels, self.labels.task, per_sentence(table, corpus))
+        predictions = per_sentence(table, corpus)  # raises if a word has no prediction
+        if corpus.sentences and corpus.sentences[0].tags is None:  # unlabelled: tagged, not scored
+            self.predictions[split], self.scores[split] = predictions, []
+            return
+        scores = score_layers(corpus, self.labels.labels, self.labels.task, predictions)
         self.scores[split] = scores
         metric = main_metric(self.labels.task)
         prefix = "val" if split == "validation" else split
