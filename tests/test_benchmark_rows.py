@@ -21,15 +21,16 @@ LAYERS = 4  # test_early_exit.CONFIG
 
 def test_gemm_rows_by_hand():
     mask = torch.tensor([[1, 1, 1, 1, 1, 0], [1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 0, 0]])  # lengths 5, 3, 4
-    assert gemm_rows(mask.bool(), mask.bool(), mask) == (18, 18)  # dense: the whole padded (B, T) block
+    real = mask.bool()  # halt-and-copy: every real token is a key
+    assert gemm_rows(real, real, mask) == (18, 18)  # dense: the whole padded (B, T) block
     some = torch.tensor([[1, 0, 1, 0, 1, 0], [0, 0, 0, 0, 0, 0], [0, 1, 1, 0, 0, 0]]).bool()
-    assert gemm_rows(some, mask.bool(), mask) == (5, 2 * 5)  # 5 active tokens; keys of the 2 busy sentences, up to length 5
+    assert gemm_rows(some, real, mask) == (5, 2 * 5)  # 5 active tokens; keys of the 2 busy sentences, length 5
     longest_done = torch.tensor([[0, 0, 0, 0, 0, 0], [1, 1, 0, 0, 0, 0], [1, 0, 0, 1, 0, 0]]).bool()
-    assert gemm_rows(longest_done, mask.bool(), mask) == (4, 2 * 4)  # the finished longest sentence no longer sets the length
+    assert gemm_rows(longest_done, real, mask) == (4, 2 * 4)  # the finished longest sentence no longer sets it
     # finished sentences leave the batch; if the rest compute every real token, the layer is dense on what is left
     rest_whole = torch.tensor([[0, 0, 0, 0, 0, 0], [1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 0, 0]]).bool()
-    assert gemm_rows(rest_whole, mask.bool(), mask) == (2 * 4, 2 * 4)  # 2 sentences x their longest length 4, padding included
-    assert gemm_rows(torch.zeros_like(some), mask.bool(), mask) == (0, 0)
+    assert gemm_rows(rest_whole, real, mask) == (2 * 4, 2 * 4)  # 2 sentences x length 4, padding included
+    assert gemm_rows(torch.zeros_like(some), real, mask) == (0, 0)
 
 
 def expected_exit_layers(policy, batch) -> torch.Tensor | None:

@@ -3,24 +3,36 @@
 data (``data=sst2``…, GLUE TSV files) a classifier; the model config must match (``model=minilm`` /
 ``model=minilm_classifier``).
 
-Writes ``output_dir/model`` (a model directory, see :mod:`tokexit.model_io`), ``output_dir/metrics.json``
-(test scores of every exit layer) and Lightning checkpoints and CSV logs under ``output_dir``.
+Every file is read and checked before training starts. Writes ``output_dir/model`` (a model directory, see
+:mod:`tokexit.model_io`), ``output_dir/metrics.json`` (test scores of every exit layer; an unlabelled test file is
+not scored but tagged into ``output_dir/test_predictions.conll`` or ``.tsv``) and Lightning checkpoints and CSV
+logs under ``output_dir``:
+``checkpoints/best.ckpt`` (best validation score) and ``checkpoints/last.ckpt`` (end of the latest epoch). After a
+crash, the same command with ``resume=true`` continues from ``last.ckpt`` (``ckpt_path=...``: from any checkpoint)
+with the optimizer, scheduler, loop, best-checkpoint and random generator states, as if never interrupted.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import time
 from pathlib import Path
 
 import hydra
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.trainer.states import TrainerFn
 from omegaconf import DictConfig, OmegaConf
 
+from tokexit import CONFIG_DIR
+from tokexit.data.embedded import is_embedded
 from tokexit.evaluation import main_metric
+from tokexit.lightning.checkpointing import AtomicCheckpointIO, RngStateCheckpoint
 from tokexit.model_io import save_model
 from tokexit.reporting import command_line, layer_table, write_json
 
@@ -39,41 +51,152 @@ class EpochTimer(Callback):
     def on_train_epoch_end(self, trainer, pl_module):
         self.seconds.append(round(time.perf_counter() - self._start, 1))
 
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+        checkpoint["tokexit_epoch_seconds"] = list(self.seconds)
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint):
+        if trainer.state.fn == TrainerFn.FITTING:  # a resumed run goes on counting; test() loading best.ckpt does not
+            self.seconds = list(checkpoint.get("tokexit_epoch_seconds", []))
+
+
+def resume_checkpoint(cfg: DictConfig, out: Path) -> str | None:
+    """The checkpoint ``fit`` continues from: ``ckpt_path`` (must exist), else with ``resume=true``
+    ``output_dir/checkpoints/last.ckpt`` when there is one, else none (a fresh start)."""
+    explicit = cfg.get("ckpt_path")
+    if explicit:
+        if not Path(explicit).is_file():
+            raise FileNotFoundError(f"ckpt_path={explicit}: no such checkpoint file (set ckpt_path=null to start "
+                                    "from scratch, or resume=true to continue from output_dir/checkpoints/last.ckpt)")
+        log.info("continuing from ckpt_path=%s", explicit)
+        return str(explicit)
+    last = out / "checkpoints" / "last.ckpt"
+    if cfg.get("resume"):
+        if last.is_file():
+            log.info("resume=true: continuing from %s", last)
+            return str(last)
+        log.warning("resume=true but %s does not exist: starting from scratch", last)
+    elif last.is_file():
+        log.warning("%s is left from an earlier run: starting from scratch (resume=true would continue it); it is "
+                    "overwritten at the end of the first epoch", last)
+    return None
+
+
+SPLITS = ("train", "validation", "test")
+
+
+def shipped_data_files(cfg: DictConfig) -> dict | None:
+    """The three files of the shipped data config named ``cfg.data.name`` (with this run's ``data_root``), or
+    None when tokexit ships no such config (a user's own, e.g. from ``--config-dir``)."""
+
+    def load(name: str) -> DictConfig | None:
+        path = CONFIG_DIR / "data" / f"{name}.yaml"
+        if not path.is_file():
+            return None
+        node = OmegaConf.load(path)
+        merged = OmegaConf.create({})
+        for parent in node.pop("defaults", None) or []:  # e.g. conll2003 extends wnut16
+            if parent == "_self_":
+                continue
+            base = load(parent) if isinstance(parent, str) else None
+            if base is None:
+                return None
+            merged = OmegaConf.merge(merged, base)
+        return OmegaConf.merge(merged, node)
+
+    shipped = load(str(cfg.data.name))
+    if shipped is None:
+        return None
+    root = OmegaConf.create({"data_root": cfg.get("data_root"), "data": shipped})
+    return {split: root.data.get(f"{split}_file") for split in SPLITS}
+
+
+def _same_file(a: str | None, b: str | None) -> bool:
+    if a is None or b is None or is_embedded(str(a)) or is_embedded(str(b)):
+        return a == b
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def describe_data(cfg: DictConfig) -> dict:
+    """What a run trained and tested on, for metrics.json: ``data`` is the data config's name when its own files
+    were read and ``custom`` when any file differs (``data.train_file=...`` on the command line); ``data_config``
+    is the config's name either way; ``files`` are the three paths (None: not given)."""
+    files = {split: None if cfg.data.get(f"{split}_file") is None else str(cfg.data.get(f"{split}_file"))
+             for split in SPLITS}
+    shipped = shipped_data_files(cfg)
+    own = shipped is None or all(_same_file(files[s], shipped[s]) for s in SPLITS)
+    return {"data": str(cfg.data.name) if own else "custom", "data_config": str(cfg.data.name), "files": files}
+
+
+def write_test_predictions(module, data, labels, out: Path) -> str:
+    """Write the full model's predictions for an unlabelled test file: ``test_predictions.conll`` for a tagger
+    (word, ``-`` for the missing gold tag, predicted tag, in the training files' tag scheme: the format of
+    :func:`tokexit.evaluate.write_predictions`), ``test_predictions.tsv`` for a classifier (predicted label or
+    value, exit layer; one line per example in input order, as ``tokexit.evaluate`` writes). Returns the path."""
+    out.mkdir(parents=True, exist_ok=True)
+    predictions = module.predictions["test"]
+    if isinstance(predictions, torch.Tensor):  # classifier: (N, S), every exit's prediction per example
+        path = out / "test_predictions.tsv"
+        layer = predictions.shape[1]
+        with open(path, "w", encoding="utf-8") as f:
+            for value in predictions[:, -1].tolist():
+                f.write(f"{value:.4f}" if labels.regression else labels.labels[int(value)])
+                f.write(f"\t{layer}\n")
+        return str(path)
+    from tokexit.evaluate import write_predictions
+
+    path = out / "test_predictions.conll"
+    corpus = data.corpus("test")
+    tags = [[labels.labels[k] for k in p[-1].tolist()] for p in predictions]  # the last exit of every sentence
+    write_predictions(path, dataclasses.replace(corpus, scheme=labels.scheme), tags)
+    return str(path)
+
 
 def train(cfg: DictConfig) -> dict:
     L.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.output_dir)
+    resume_from = resume_checkpoint(cfg, out)
     data = instantiate(cfg.data, _convert_="all")
     labels = data.prepare()
     # partial: a LabelSet passed to instantiate would be turned into a config
     classifier = labels.task in ("classification", "regression")
-    if cfg.model._target_.endswith("DynaBertModule"):
-        pass  # distils whichever kind of model its teacher is
+    if cfg.model._target_.endswith(("DynaBertModule", "TokenReductionModule")):
+        pass  # distils / reduces whichever kind of model its teacher / stage-1 model is
     elif classifier != cfg.model._target_.endswith("ClassifierModule"):
         raise ValueError(f"data={cfg.data.name} is a {labels.task} task but model={cfg.model.name} builds "
                          f"{cfg.model._target_}: use model=minilm_classifier for sentence(-pair) data and "
                          "model=minilm for sequence labeling")
     module = instantiate(cfg.model, _partial_=True, _convert_="all")(labels=labels)
+    test_status = data.status("test")  # none | empty | unlabelled | labelled (checked and logged by prepare)
+    if test_status == "unlabelled" and not hasattr(module, "predictions"):
+        raise ValueError(f"data.test_file={data.files['test']}: no labels, and model={cfg.model.name} can only score "
+                         "a test file, not tag one: give a labelled test file, or data.test_file=null")
     metric = labels.metric if classifier else main_metric(labels.task)
+    # best.ckpt (the best validation score so far) and last.ckpt (every epoch's end, for resume): fixed names,
+    # overwritten rather than versioned, so that resume=true always finds the latest state
     checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", monitor=f"val/{metric}", mode="max",
-                                 filename="best", save_top_k=1)
+                                 filename="best", save_top_k=1, save_last=True, enable_version_counter=False)
     timer = EpochTimer()
     trainer = instantiate(cfg.trainer, default_root_dir=str(out), logger=CSVLogger(str(out), name="logs"),
-                          callbacks=[checkpoint, timer])
-    trainer.fit(module, datamodule=data)
-    trainer.test(module, datamodule=data, ckpt_path="best" if checkpoint.best_model_path else None)
+                          callbacks=[checkpoint, timer, RngStateCheckpoint()], plugins=[AtomicCheckpointIO()])
+    trainer.fit(module, datamodule=data, ckpt_path=resume_from)
+    if test_status in ("labelled", "unlabelled"):  # an unlabelled test file is tagged, not scored
+        trainer.test(module, datamodule=data, ckpt_path="best" if checkpoint.best_model_path else None)
     if not trainer.is_global_zero:
         return {}
-    test = module.scores["test"]
+    test = module.scores.get("test", [])
+    subnetworks = hasattr(module, "subnetworks")
+    described = describe_data(cfg)
     result = {
         "command": command_line(),
-        "data": cfg.data.name,
+        **described,  # data (config name, or "custom" for other files), data_config, files
         "model": cfg.model.name,
         "task": labels.task,
         "metric": metric,
-        "layers": [] if hasattr(module, "subnetworks") else [{"layer": i, **s} for i, s in enumerate(test, start=1)],
-        "subnetworks": test if hasattr(module, "subnetworks") else None,
-        "full_depth": test[0] if hasattr(module, "subnetworks") else test[-1],
+        "test_status": test_status,  # labelled (scored) | unlabelled (tagged, not scored) | empty | none
+        "test_predictions": write_test_predictions(module, data, labels, out) if test_status == "unlabelled" else None,
+        "layers": [] if subnetworks else [{"layer": i, **s} for i, s in enumerate(test, start=1)],
+        "subnetworks": test if subnetworks else None,
+        "full_depth": (test[0] if subnetworks else test[-1]) if test else None,
         "validation_layers": module.scores.get("validation", []),
         "counts": data.counts(),
         "unseen_test_labels": getattr(data, "unseen_labels", {}).get("test", {}),
@@ -81,17 +204,30 @@ def train(cfg: DictConfig) -> dict:
         "best_checkpoint": checkpoint.best_model_path,
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
+    if hasattr(module, "reduction"):  # token reduction: one score, the model as inference runs it (fate=reduce)
+        result.update(layers=[], reduction=module.reduction)
     write_json(out / "metrics.json", result)
     if cfg.save_model:
         save_model(module.encoder, data.tokenizer, labels, out / "model", data.max_length,
                    getattr(module, "model_meta", None))
-    per = "sub-network" if hasattr(module, "subnetworks") else "exit layer"
-    print(layer_table(test, metric, f"\n{cfg.data.name} test, {cfg.model.name}: {metric} per {per}"))
+    per = "sub-network" if subnetworks else "exit layer"
+    test_file = data.files["test"]
+    if test:
+        print(layer_table(test, metric, f"\n{described['data']} test, {cfg.model.name}: {metric} per {per}"))
+    elif test_status == "unlabelled":
+        print(f"\ndata.test_file={test_file} has no labels: {'predicted' if classifier else 'tagged'}, not scored; "
+              f"predictions: {result['test_predictions']}")
+    elif test_status == "empty":
+        print(f"\ndata.test_file={test_file} is empty: nothing to test")
+    else:
+        print("\nno data.test_file: not tested")
     print(f"model: {out / 'model'}   metrics: {out / 'metrics.json'}")
     return result
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+# an absolute config path: the packaged configs are found under python -m, console scripts and wheel installs
+# alike (Hydra's pkg:// lookup, used for console scripts, would need a tokexit/conf/__init__.py)
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def main(cfg: DictConfig) -> None:
     train(cfg)
 

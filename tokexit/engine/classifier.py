@@ -8,6 +8,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from tokexit.engine.encoder import MultiExitEncoder
+from tokexit.engine.selector import TokenSelector
 
 POOLING = ("cls", "mean")
 
@@ -48,8 +49,8 @@ class MultiExitClassifier(MultiExitEncoder):
     """``forward`` returns the logits of every exit for every example: (S, B, C) with S steps run."""
 
     def __init__(self, backbone: PreTrainedModel, num_labels: int, head_dropout: float | None = None,
-                 pooling: str = "cls"):
-        super().__init__(backbone, num_labels, head_dropout)
+                 pooling: str = "cls", selector: TokenSelector | None = None):
+        super().__init__(backbone, num_labels, head_dropout, selector)
         self.pooler = Pooler(self.adapter.hidden_size, pooling)
         pretrained = backbone_pooler_dense(backbone)
         if pretrained is not None:  # start from the checkpoint's pooler; the backbone's own copy is never used

@@ -46,12 +46,23 @@ class ClassifyExitOutput:
         return self.record.flops(s["hidden"], s["intermediate"], s["attention"])
 
 
+def example_units(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, T) -> (B, T) units of a classifier's tokens for fates that remove tokens: every real token is its own
+    unit (its position), except the first ([CLS] / <s>, what ``cls`` pooling reads), which always stays (-1)."""
+    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device).expand_as(attention_mask)
+    keep = ~attention_mask.bool()
+    keep[:, 0] = True
+    return positions.masked_fill(keep, -1)
+
+
 class ExampleExits(Exits):
-    """Per-example exits of a classifier: pooled state -> exit head -> the policy's ``decide_examples``."""
+    """Per-example exits of a classifier: pooled state -> exit head -> the policy's ``decide_examples``. Tokens a
+    fate removes leave the pooling (``mean`` pools the tokens still in the sequence)."""
 
     def __init__(self, model: MultiExitClassifier, policy: ExitPolicy, attention_mask: torch.Tensor):
         self.model, self.policy, self.num_steps = model, policy, len(model.plan)
         self.real = attention_mask.bool()
+        self.kept = self.real.clone()  # (B, T) tokens no fate has removed
         b, device = len(attention_mask), attention_mask.device
         self.shape = model.cost_shape()
         self.running = torch.ones(b, dtype=torch.bool, device=device)
@@ -61,13 +72,22 @@ class ExampleExits(Exits):
         self.state = policy.start_examples(b, device)
 
     def computed(self, step: int) -> torch.Tensor:
-        return self.real & self.running[:, None]
+        return self.kept & self.running[:, None]
+
+    @property
+    def units(self) -> torch.Tensor:
+        return example_units(self.real)
+
+    def removed(self, step, tokens, hidden, rows) -> None:
+        self.kept = self.kept & ~tokens
+        return None
 
     def after_layer(self, step, exit_index, hidden, rows, real) -> torch.Tensor | None:
         last = step == self.num_steps - 1
         if not (last or self.policy.can_stop(step, self.num_steps)):
             return None
-        logits = self.model.exits[exit_index](self.model.pooler(hidden, real)).float()  # (B', C)
+        kept = self.kept[rows, : real.shape[1]]  # (B', T') the tokens left to pool
+        logits = self.model.exits[exit_index](self.model.pooler(hidden, kept)).float()  # (B', C)
         self.heads_run[rows] += 1
         if last:
             stop = torch.ones(len(rows), dtype=torch.bool, device=rows.device)

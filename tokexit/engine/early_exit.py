@@ -51,8 +51,9 @@ class WordExits(Exits):
     """Per-word exits of a tagger: predictions, uncertainties and exit layers of the (B, W) words."""
 
     def __init__(self, encoder: MultiExitEncoder, policy: ExitPolicy, attention_mask: torch.Tensor,
-                 word_positions: torch.Tensor, token_word: torch.Tensor):
+                 word_positions: torch.Tensor, token_word: torch.Tensor, label_removed: str = "exit_head"):
         self.encoder, self.policy, self.num_steps = encoder, policy, len(encoder.plan)
+        self.label_removed = label_removed  # which head labels the words a fate removes (TokenFate.label_removed)
         self.attention_mask, self.word_positions, self.token_word = attention_mask, word_positions, token_word
         self.words = word_positions >= 0  # (B, W)
         self.active = self.words.clone()
@@ -85,11 +86,25 @@ class WordExits(Exits):
         self._stop(stop, step)
         return head_flops(counts, self.encoder.adapter.hidden_size, self.encoder.num_labels)
 
-    def removed(self, step: int, tokens: torch.Tensor) -> None:
-        """A word whose first subword the fate took out stops with the prediction of the last head it went
-        through (the step before)."""
+    @property
+    def units(self) -> torch.Tensor:
+        """(B, T) each subword's word (all subwords of a word leave together), -1 for [CLS]/[SEP] and padding."""
+        return self.token_word
+
+    def removed(self, step, tokens, hidden, rows) -> torch.Tensor:
+        """A word whose first subword the fate took out stops, labelled once from its state at removal (the
+        output of step ``step - 1``): by that step's exit head (``exit_head``) or by the last exit head
+        (``last_head``; the state is the word's final, restored state)."""
         first = tokens.gather(1, self.word_positions.clamp(min=0)) & self.active  # (B, W)
+        counts = first.sum(1)  # (B,) words labelled now
+        r, c = first[rows].nonzero(as_tuple=True)  # removed words of the working rows, packed
+        head = self.encoder.plan[-1 if self.label_removed == "last_head" else step - 1][1]
+        logits = self.encoder.exits[head](hidden[r, self.word_positions[rows][r, c]])  # (N, C)
+        r = rows[r]
+        self.predictions[r, c] = logits.argmax(-1)
+        self.uncertainty[r, c] = self.policy.uncertainty(logits)
         self._stop(first, step - 1)
+        return head_flops(counts, self.encoder.adapter.hidden_size, self.encoder.num_labels)
 
     def _stop(self, stop: torch.Tensor, step: int) -> None:
         self.exit_layers[stop] = step + 1
@@ -114,6 +129,7 @@ def early_exit_forward(
 ) -> ExitOutput:
     """Run ``encoder`` with ``policy`` and ``fate`` (default halt-and-copy).
     Shapes: ids/mask/token_word (B, T), word_positions (B, W) (-1 padding)."""
-    exits = WordExits(encoder, policy, attention_mask, word_positions, token_word)
+    label_removed = fate.label_removed if fate is not None else "exit_head"
+    exits = WordExits(encoder, policy, attention_mask, word_positions, token_word, label_removed)
     hidden, record = run_layers(encoder, input_ids, attention_mask, exits, fate, token_type_ids)
     return ExitOutput(exits.predictions, exits.exit_layers, hidden, record, encoder.cost_shape())

@@ -11,6 +11,7 @@ from tokexit.backbones.base import LayerParts
 from tokexit.engine.heads import ExitHead
 from tokexit.engine.layer import encoder_layer
 from tokexit.engine.loop import Exits, run_layers
+from tokexit.engine.selector import TokenSelector
 from tokexit.engine.subnetwork import SubNetwork, slice_layer
 from tokexit.fates.base import TokenFate
 
@@ -21,9 +22,12 @@ class MultiExitEncoder(nn.Module):
     ``forward`` returns the logits of every exit for every word (first subword) in the batch:
     (S, N, C) with S layers run (all L layers unless a narrower/shallower :class:`SubNetwork` is in use),
     N words in the batch, C labels.
+
+    ``selector``: TR-BERT's token selector (:class:`TokenSelector`), for the ``reduce`` fate; None by default.
     """
 
-    def __init__(self, backbone: PreTrainedModel, num_labels: int, head_dropout: float | None = None):
+    def __init__(self, backbone: PreTrainedModel, num_labels: int, head_dropout: float | None = None,
+                 selector: TokenSelector | None = None):
         super().__init__()
         self.backbone = backbone
         self.adapter = adapter_for(backbone)
@@ -32,6 +36,7 @@ class MultiExitEncoder(nn.Module):
             ExitHead(self.adapter.hidden_size, num_labels, dropout) for _ in range(self.num_layers)
         )
         self.subnetwork = SubNetwork()
+        self.selector = selector
         self.train()  # from_pretrained returns the backbone in eval mode; callers pick the mode
 
     @property

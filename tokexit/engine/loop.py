@@ -69,8 +69,17 @@ class Exits:
         (None: no head ran)."""
         raise NotImplementedError
 
-    def removed(self, step: int, tokens: torch.Tensor) -> None:
-        """The fate took the (B, T) ``tokens`` out before step ``step``: they stop now (default: not supported)."""
+    @property
+    def units(self) -> torch.Tensor | None:
+        """(B, T) long: for fates that remove tokens, the unit of each token (a unit leaves whole, decided by its
+        first token: a tagger's word, a classifier's single token), -1 for tokens never removed; None: the exits
+        do not support such fates."""
+        return None
+
+    def removed(self, step: int, tokens: torch.Tensor, hidden: torch.Tensor, rows: torch.Tensor) -> torch.Tensor | None:
+        """The fate took the (B, T) ``tokens`` out before step ``step``: they stop now, their states in the
+        working ``hidden`` (B', T', H) of batch rows ``rows`` (B',) are final. Returns the (B,) FLOPs of heads
+        run on them (None: none)."""
         raise NotImplementedError(f"{type(self).__name__} does not support fates that remove tokens")
 
     @property
@@ -93,6 +102,7 @@ def run_layers(
     Returns the (B, T, H) final states (each token's state where it stopped) and the :class:`LoopRecord`.
     """
     fate = fate or HaltAndCopy()
+    fate.prepare(encoder, input_ids, exits)
     plan = encoder.plan
     num_steps = len(plan)
     real_all = attention_mask.bool()  # (B, T)
@@ -105,12 +115,12 @@ def run_layers(
         hidden = hidden.clone()  # the output: rows are written back as they leave the working batch
     for step, (layer, exit_index) in enumerate(plan):
         alive = exits.computed(step)  # (B, T)
-        taken = fate.remove(step, num_steps, work, alive[rows, :t])  # (B', t) or None
+        taken = fate.remove(step, num_steps, work, alive[rows, :t], rows)  # (B', t) or None
         side = fate.selector_flops(step, num_steps, alive, encoder.adapter.hidden_size)
         if taken is not None:
             full = torch.zeros_like(alive)
             full[rows, :t] = taken
-            exits.removed(step, full)
+            side = _add(side, exits.removed(step, full, work, rows))
             alive = exits.computed(step)
         if packed:
             busy = alive[rows].any(1)  # (B',)
@@ -119,6 +129,10 @@ def run_layers(
                 hidden[done, :t] = work[~busy]
                 rows, work = rows[busy], work[busy]
                 if len(rows) == 0:
+                    if side is not None:  # the fate removed everything left: what it spent is recorded
+                        record.computed.append(alive)
+                        record.keys.append(alive)
+                        record.side_flops.append(side)
                     break
                 t = int(real_all[rows].sum(1).max())  # trailing columns that are padding for every row left
                 work, real = work[:, :t], real_all[rows, :t]
@@ -134,13 +148,18 @@ def run_layers(
             updated = encoder.layer(layer, work, keys[:, None, None, :])
             work = updated if bool((computed == real).all()) else torch.where(computed[..., None], updated, work)
         head = exits.after_layer(step, exit_index, work, rows, real)
-        record.side_flops.append(head if side is None else side if head is None else head + side)
+        record.side_flops.append(_add(side, head))
         if exits.finished:
             break
     if packed:
         hidden[rows, :t] = work
         return hidden, record
     return work, record
+
+
+def _add(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
+    """Sum of two optional (B,) FLOPs counts."""
+    return b if a is None else a if b is None else a + b
 
 
 def _full(values: torch.Tensor, rows: torch.Tensor, b: int, t: int) -> torch.Tensor:

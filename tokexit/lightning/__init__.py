@@ -6,6 +6,7 @@ from tokexit.lightning.datamodule import TaggingDataModule
 from tokexit.lightning.dynabert_module import DynaBertModule
 from tokexit.lightning.self_sampling import SelfSamplingTaggerModule
 from tokexit.lightning.tagging_module import MultiExitTaggerModule
+from tokexit.lightning.token_reduction import TokenReductionModule
 
 __all__ = [
     "ClassificationDataModule",
@@ -14,4 +15,5 @@ __all__ = [
     "MultiExitTaggerModule",
     "SelfSamplingTaggerModule",
     "TaggingDataModule",
+    "TokenReductionModule",
 ]
