@@ -173,8 +173,10 @@ def train(cfg: DictConfig) -> dict:
     metric = labels.metric if classifier else main_metric(labels.task)
     # best.ckpt (the best validation score so far) and last.ckpt (every epoch's end, for resume): fixed names,
     # overwritten rather than versioned, so that resume=true always finds the latest state
-    checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", monitor=f"val/{metric}", mode="max",
-                                 filename="best", save_top_k=1, save_last=True, enable_version_counter=False)
+    selects = data.status("validation") == "labelled"  # no validation data: no model selection, the last epoch
+    checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", monitor=f"val/{metric}" if selects else None,
+                                 mode="max", filename="best", save_top_k=1, save_last=True,
+                                 enable_version_counter=False)
     timer = EpochTimer()
     trainer = instantiate(cfg.trainer, default_root_dir=str(out), logger=CSVLogger(str(out), name="logs"),
                           callbacks=[checkpoint, timer, RngStateCheckpoint()], plugins=[AtomicCheckpointIO()])
