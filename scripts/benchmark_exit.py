@@ -53,10 +53,14 @@ from transformers import AutoModel, AutoModelForTokenClassification, BertConfig,
 from tokexit.backbones import load_backbone
 from tokexit.engine import ExitOutput, MultiExitEncoder, early_exit_forward
 from tokexit.engine.flops import full_model_flops
+from tokexit.engine.selector import TokenSelector, default_steps
 from tokexit.exits import NoExit, StaticExit, TokenWindowExit
 from tokexit.exits.base import ExitPolicy
 from tokexit.exits.prescribed import PrescribedExit
+from tokexit.fates import Drop, HaltAndCopy, TokenFate, TokenReduction
 from tokexit.reporting import command_line, write_json
+
+FATES = {"copy": HaltAndCopy, "drop": Drop}
 
 NUM_LABELS = 9
 CLS_ID, SEP_ID, FIRST_WORD_ID = 101, 102, 1000  # BERT-uncased vocabulary; MiniLM-L6 shares it
@@ -133,10 +137,10 @@ def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int, device:
     return results, best
 
 
-def exit_runner(encoder: MultiExitEncoder, policy: ExitPolicy, batch: dict[str, torch.Tensor]
-                ) -> Callable[[], ExitOutput]:
+def exit_runner(encoder: MultiExitEncoder, policy: ExitPolicy, batch: dict[str, torch.Tensor],
+                fate: TokenFate | None = None) -> Callable[[], ExitOutput]:
     keys = ("input_ids", "attention_mask", "word_positions", "token_word")
-    return lambda: early_exit_forward(encoder, policy, *(batch[k] for k in keys))
+    return lambda: early_exit_forward(encoder, policy, *(batch[k] for k in keys), fate=fate)
 
 
 def gemm_rows(computed: torch.Tensor, keys: torch.Tensor, attention_mask: torch.Tensor) -> tuple[int, int]:
@@ -205,15 +209,26 @@ def onnx_runner(model: PreTrainedModel, batch: dict[str, torch.Tensor], folder: 
 # ---------------------------------------------------------------------------------------------------- schedules
 
 
-def schedules(num_layers: int, token_window_threshold: float) -> dict[str, ExitPolicy]:
+def schedules(num_layers: int, token_window_threshold: float, fates: list[str]
+              ) -> dict[str, tuple[ExitPolicy, TokenFate | None]]:
+    """Schedule name -> (policy, fate). Exit schedules run with every fate of ``fates`` (``copy``: halt-and-copy,
+    stopped tokens stay keys; ``drop``: they leave the sequence); ``reduce`` adds TR-BERT token reduction with a
+    random selector keeping half of the words at each selection point (its cost is the mechanics', whichever
+    tokens it keeps)."""
     half = num_layers // 2
-    return {
-        "full": NoExit(),
+    policies = {
         "prescribed 50% @2": PrescribedExit(0.5, layer=2),
         "prescribed 75% @2": PrescribedExit(0.75, layer=2),
         f"static @{half}": StaticExit(half),
         "token_window (random heads)": TokenWindowExit(token_window_threshold, window=5),
     }
+    out: dict[str, tuple[ExitPolicy, TokenFate | None]] = {"full": (NoExit(), None)}
+    for fate in (f for f in fates if f != "reduce"):
+        for name, policy in policies.items():
+            out[name if fate == "copy" else f"{name} [{fate}]"] = (policy, FATES[fate]())
+    if "reduce" in fates:
+        out["reduce keep 50% @2,@4 [reduce]"] = (NoExit(), TokenReduction(keep_ratio=0.5))
+    return out
 
 
 def full_flops(encoder: MultiExitEncoder, batch: dict[str, torch.Tensor]) -> float:
@@ -295,7 +310,8 @@ def run_cell(backbone_name: str, backbone: PreTrainedModel, encoder: MultiExitEn
     device = torch.device(args.device)
     cpu_batch = make_batch(batch_size, length, backbone.config.vocab_size, args.seed + 1000 * batch_size + length)
     batch = {k: v.to(device) for k, v in cpu_batch.items()}
-    fns: dict[str, Callable[[], object]] = {name: exit_runner(encoder, p, batch) for name, p in policies.items()}
+    fns: dict[str, Callable[[], object]] = {name: exit_runner(encoder, p, batch, f)
+                                            for name, (p, f) in policies.items()}
     fns["encoder"] = lambda: encoder(batch["input_ids"], batch["attention_mask"], batch["word_positions"])
     fns["hf"] = lambda: hf(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     results, best = time_interleaved(fns, args.repeats, device)
@@ -313,7 +329,7 @@ def run_cell(backbone_name: str, backbone: PreTrainedModel, encoder: MultiExitEn
     tokens, words = batch_size * length, int((cpu_batch["word_positions"] >= 0).sum())
     reference = full_flops(encoder, batch)
     cell = Cell(backbone_name, batch_size, length, words)
-    for name, policy in policies.items():
+    for name, (policy, fate) in policies.items():
         out = results[name]
         flops_speedup = reference / float(out.flops.sum())
         wall_speedup = best["full"] / best[name]
@@ -323,7 +339,8 @@ def run_cell(backbone_name: str, backbone: PreTrainedModel, encoder: MultiExitEn
         verdict = "ref" if target is None else "pass" if ratio >= target else "FAIL"
         real = batch["word_positions"] >= 0
         cell.schedules.append(ScheduleResult(
-            name, policy.describe(), round(flops_speedup, 3), round(wall_speedup, 3), round(ratio, 3), target,
+            name, {**policy.describe(), **(fate or HaltAndCopy()).describe()},
+            round(flops_speedup, 3), round(wall_speedup, 3), round(ratio, 3), target,
             verdict, round(1000 * best[name], 2), round(tokens / best[name], 1),
             round(float(out.exit_layers[real].float().mean()), 3), round(ceiling, 3),
             round(wall_speedup / ceiling, 3)))
@@ -449,6 +466,8 @@ def parse_args() -> argparse.Namespace:
                         f"(default {DEFAULT_MAX_TOKENS})")
     p.add_argument("--token-window-speedup", type=float, default=2.0, help="FLOPs speed-up the threshold targets")
     p.add_argument("--no-onnx", dest="onnx", action="store_false", help="skip ONNX Runtime even if installed")
+    p.add_argument("--fates", type=lambda s: s.split(","), default=["copy"],
+                   help="token fates of the exit schedules: copy,drop,reduce (reduce: a random selector)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="smoke test: minilm-l6, batch 1,4, lengths 32,64, 2 repeats")
     p.add_argument("--out", default="reports/benchmark_exit", help="writes OUT.json and OUT.md")
@@ -483,7 +502,10 @@ def main() -> None:
         threshold, reached = calibrate_token_window(encoder, calibration, args.token_window_speedup)
         report["token_window"][name] = {"threshold": threshold, "flops_speedup": round(reached, 3),
                                         "calibration_batch": list(CALIBRATION_SHAPE)}
-        policies = schedules(encoder.num_layers, threshold)
+        policies = schedules(encoder.num_layers, threshold, args.fates)
+        if "reduce" in args.fates:  # a random selector: the benchmark measures the mechanics, not the choice
+            encoder.selector = TokenSelector(encoder.adapter.hidden_size, default_steps(encoder.num_layers),
+                                             [CLS_ID, SEP_ID]).to(device).eval()
         limit = limits.get(name, limits.get("*", math.inf))
         for batch_size in args.batch_sizes:
             for length in args.lengths:
