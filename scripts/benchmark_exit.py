@@ -58,7 +58,7 @@ from tokexit.exits import NoExit, StaticExit, TokenWindowExit
 from tokexit.exits.base import ExitPolicy
 from tokexit.exits.prescribed import PrescribedExit
 from tokexit.fates import Drop, HaltAndCopy, TokenFate, TokenReduction
-from tokexit.reporting import command_line, write_json
+from tokexit.reporting.output import command_line, write_json
 
 FATES = {"copy": HaltAndCopy, "drop": Drop}
 

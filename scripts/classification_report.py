@@ -13,7 +13,7 @@ from pathlib import Path
 
 from early_exit_report import fmt
 
-from tokexit.tradeoff import pareto_frontier
+from tokexit.reporting.tradeoff import pareto_frontier
 
 REPORTS = Path(__file__).resolve().parent.parent / "reports"
 

@@ -6,7 +6,7 @@ and timed on the same length-sorted batches with tokexit's engine and as a plain
 (``AutoModel`` with the ``slim_bert`` classes tokexit registers, never code from the directory; encoder forward
 only). Speed-ups are against the
 fine-tuned full model (the teacher), timed alternately with each sub-network (warm-up batch untimed, best of
---repeats each), so both see the same load.
+--repeats each: :mod:`tokexit.inference.timing`), so both see the same load.
 
 Example (reports/dynabert_mrpc.md; scripts/train_dynabert.sh runs it for every task):
     .venv/bin/python scripts/dynabert_grid.py --model-dir runs/mrpc-dynabert-stage2/model \
@@ -24,14 +24,12 @@ from pathlib import Path
 import torch
 
 from tokexit.backbones import load_pretrained_model
-from tokexit.classify import run_examples
-from tokexit.data.classification import encode_examples, sorted_example_loader
-from tokexit.data.glue import TsvColumns, read_tsv
-from tokexit.evaluation import classification_scores
-from tokexit.exits import NoExit
 from tokexit.export.__main__ import export
-from tokexit.model_io import load_classifier, read_meta
-from tokexit.reporting import command_line, write_json
+from tokexit.inference.evaluator import Evaluator
+from tokexit.inference.setting import Setting
+from tokexit.inference.timing import best_of_interleaved
+from tokexit.model_io import load_model, read_meta
+from tokexit.reporting.output import command_line, write_json
 
 
 @torch.inference_mode()
@@ -52,34 +50,29 @@ def hf_seconds(model, loader) -> float:
 class Measured:
     """A model directory scored on the test file, ready to be timed on its length-sorted batches."""
 
-    def __init__(self, model_dir: str | Path, path: str, columns: TsvColumns, batch_size: int):
-        self.model, tokenizer, self.task, meta = load_classifier(model_dir)
-        examples = read_tsv(path, columns, regression=self.task.regression)
-        rows = encode_examples(examples, tokenizer, self.task, meta.get("max_length", 512), path)
-        self.loader = sorted_example_loader(rows, batch_size, tokenizer.pad_token_id)
+    def __init__(self, model_dir: str | Path, path: str, columns: dict, batch_size: int):
+        model, tokenizer, task, meta = load_model(model_dir, "sequence_classifier")
+        read = task.reader(columns, tokenizer, batch_size, meta.get("max_length", 512))
+        self.evaluator = Evaluator(model, task, read)
+        self.data = self.evaluator.read(path)
         self.hf = load_pretrained_model(model_dir, strict=True)  # an exported sub-network: tokexit's slim_bert
-        run = run_examples(self.model, self.loader, self.task.regression, NoExit())  # the last exit
-        gold = [r["target"] for r in rows]
-        pred = run.predictions.tolist() if self.task.regression else run.predictions.long().tolist()
-        self.result = {"scores": classification_scores(gold, pred, self.task),
-                       "flops_per_example": run.full_flops / len(rows),
-                       "backbone_parameters": sum(p.numel() for p in self.model.backbone.parameters())}
+        run = self.evaluator.run(self.data, Setting())  # the last exit, as inference runs the full model
+        self.result = {"scores": task.scores(self.data, run.predictions),
+                       "flops_per_example": run.full_flops / len(run.predictions),
+                       "backbone_parameters": sum(p.numel() for p in model.backbone.parameters())}
 
-    def time(self) -> dict[str, float]:
+    def timings(self, name: str) -> dict:
         """Seconds over every batch with tokexit's engine (last exit only, as inference runs it) and as a plain
-        Hugging Face encoder."""
-        return {"tokexit_seconds": run_examples(self.model, self.loader, self.task.regression, NoExit()).seconds,
-                "hf_seconds": hf_seconds(self.hf, self.loader)}
+        Hugging Face encoder, as measures for :func:`best_of_interleaved`."""
+        return {f"{name}_tokexit": lambda: self.evaluator.run(self.data, Setting()).seconds,
+                f"{name}_hf": lambda: hf_seconds(self.hf, self.data.loader)}
 
 
 def timed_pair(sub: Measured, teacher: Measured, repeats: int) -> tuple[dict, dict]:
     """Best of ``repeats`` timings each, alternating sub-network and teacher so both see the same load."""
-    best: list[dict[str, float]] = [{}, {}]
-    for _ in range(repeats):
-        for b, model in zip(best, (sub, teacher), strict=True):
-            for key, seconds in model.time().items():
-                b[key] = min(seconds, b.get(key, seconds))
-    return best[0], best[1]
+    best = best_of_interleaved({**sub.timings("sub"), **teacher.timings("teacher")}, repeats)
+    return ({"tokexit_seconds": best["sub_tokexit"], "hf_seconds": best["sub_hf"]},
+            {"tokexit_seconds": best["teacher_tokexit"], "hf_seconds": best["teacher_hf"]})
 
 
 def main() -> None:
@@ -95,7 +88,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     meta = read_meta(args.model_dir)
-    columns = TsvColumns(**meta["columns"])
+    columns = meta["columns"]  # the layout the model was trained on
     metric = meta["metric"]
     teacher_model = Measured(args.teacher, args.test_file, columns, args.batch_size)
     teacher = teacher_model.result

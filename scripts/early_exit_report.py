@@ -10,7 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
-from tokexit.tradeoff import pareto_frontier
+from tokexit.reporting.tradeoff import pareto_frontier
 
 
 def fmt(v: float | None) -> str:

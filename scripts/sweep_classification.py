@@ -13,29 +13,26 @@ Example (see reports/classification.md for the committed runs):
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import math
 import time
 from pathlib import Path
 
 import torch
-from sweep_exits import plot
+from sweep_exits import plot, sweep, write_csv
 
-from tokexit.classify import run_examples
-from tokexit.data.classification import encode_examples, sorted_example_loader
-from tokexit.data.glue import TsvColumns, read_tsv
-from tokexit.evaluate import exit_summary
-from tokexit.evaluation import classification_scores
 from tokexit.exits import EntropyExit, NoExit, PatienceExit, StaticExit
-from tokexit.model_io import load_classifier
-from tokexit.reporting import command_line, write_json
-from tokexit.tradeoff import score_at
+from tokexit.fates import FATES
+from tokexit.inference.evaluator import Evaluator
+from tokexit.model_io import load_model
+from tokexit.reporting.output import command_line, write_json
+from tokexit.reporting.tradeoff import score_at
 
 THRESHOLDS = [0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 
 
-def policies(num_layers: int, num_classes: int, regression: bool, regression_thresholds: list[float]):
+def policies(num_layers: int, num_classes: int, regression: bool, regression_thresholds: list[float], fate: str):
+    if fate != "copy":  # the fate alone
+        yield "none", NoExit()
     for p in range(1, num_layers):
         if regression:
             for t in regression_thresholds:
@@ -57,43 +54,25 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="prefix: writes PREFIX.json, PREFIX.csv, PREFIX.png")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--regression-thresholds", default="0.05,0.1,0.2,0.4")
+    parser.add_argument("--fate", choices=sorted(FATES), default="copy", help="token fate of every setting")
     parser.add_argument("--timing-repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    model, tokenizer, task, meta = load_classifier(args.model_dir)
-    examples = read_tsv(args.test_file, TsvColumns(**task.columns), regression=task.regression)
-    rows = encode_examples(examples, tokenizer, task, meta.get("max_length", 512), args.test_file)
-    loader = sorted_example_loader(rows, args.batch_size, tokenizer.pad_token_id)
-    gold = [r["target"] for r in rows]
-    metric, steps = task.metric, len(model.plan)
-
-    def score(predictions: torch.Tensor) -> float:
-        pred = predictions.tolist() if task.regression else predictions.long().tolist()
-        return classification_scores(gold, pred, task)[metric]
-
-    full = run_examples(model, loader, task.regression)
-    layer_scores = [score(p) for p in full.layer_predictions]
-    for _ in range(args.timing_repeats):
-        full.seconds = min(full.seconds, run_examples(model, loader, task.regression, NoExit()).seconds)
+    model, tokenizer, task, meta = load_model(args.model_dir, "sequence_classifier")
+    read = task.reader({}, tokenizer, args.batch_size, meta.get("max_length", 512))  # the model's own TSV layout
+    evaluator = Evaluator(model, task, read, timing_repeats=args.timing_repeats)
+    data = evaluator.read(args.test_file)
+    metric, steps, fate = task.metric, len(model.plan), FATES[args.fate]()
+    layer_scores = [task.scores(data, p)[metric] for p in evaluator.run(data).layer_predictions]
     points = [{"series": "full", "policy": {"policy": "none"}, "score": layer_scores[-1], "flops_speedup": 1.0,
                "wall_speedup": 1.0, "avg_exit_layer": float(steps)}]
     start = time.time()
     thresholds = [float(t) for t in args.regression_thresholds.split(",")]
-    for series, policy in policies(steps, task.num_outputs, task.regression, thresholds):
-        run = run_examples(model, loader, task.regression, policy)
-        reference = run_examples(model, loader, task.regression, NoExit())  # timed next to the policy
-        for _ in range(args.timing_repeats - 1):  # interleaved: a busy machine slows both the same way
-            reference.seconds = min(reference.seconds, run_examples(model, loader, task.regression, NoExit()).seconds)
-            run.seconds = min(run.seconds, run_examples(model, loader, task.regression, policy).seconds)
-        summary = exit_summary(run, reference, steps, run.exit_layers)
-        s = score(run.predictions)
-        points.append({"series": series, "policy": policy.describe(), "score": s, **summary})
-        print(f"{series:32s} {json.dumps({k: v for k, v in policy.describe().items() if v is not None})[:60]:60s} "
-              f"{metric} {s:6.2f}  flops {summary['flops_speedup']:.2f}x  wall {summary['wall_speedup']:.2f}x  "
-              f"exit {summary['avg_exit_layer']:.2f}")
+    points += sweep(evaluator, data, fate, policies(steps, task.labels.num_outputs, task.labels.regression,
+                                                   thresholds, args.fate), width=32)
 
     names = sorted({p["series"] for p in points if p["series"] != "full"})
     at = {name: {f"{x}x": score_at([points[0]] + [p for p in points if p["series"] == name], x)
@@ -101,16 +80,12 @@ def main() -> None:
     out = Path(args.out)
     write_json(out.with_suffix(".json"), {
         "command": command_line(), "model_dir": args.model_dir, "test_file": args.test_file, "metric": metric,
-        "full_score": layer_scores[-1], "layer_scores": layer_scores, "full_forward_seconds": full.seconds,
+        "fate": fate.describe(), "full_score": layer_scores[-1], "layer_scores": layer_scores,
+        "full_forward_seconds": min((p["full_forward_seconds"] for p in points[1:]), default=None),
         "batch_size": args.batch_size, "threads": torch.get_num_threads(),
         "sweep_seconds": round(time.time() - start, 1), "score_at_speedup": at, "points": points,
     })
-    with open(out.with_suffix(".csv"), "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["series", "policy", metric, "flops_speedup", "wall_speedup", "avg_exit_layer"])
-        for p in points:
-            w.writerow([p["series"], json.dumps(p["policy"]), f"{p['score']:.3f}", p["flops_speedup"],
-                        p["wall_speedup"], p["avg_exit_layer"]])
+    write_csv(points, metric, out.with_suffix(".csv"))
     plot(points, metric, f"{Path(args.test_file).parent.name}: {metric} vs FLOPs speed-up", out.with_suffix(".png"))
     print(f"\nper-layer {metric}: " + " ".join(f"{s:.2f}" for s in layer_scores))
     for name, row in at.items():

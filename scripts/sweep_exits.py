@@ -1,7 +1,10 @@
 """Accuracy-vs-speed-up curves of every exit policy on one test set: JSON, CSV and a PNG plot.
 
 Token-window exit at several windows, sentence-level exit and static truncation, each over a grid of
-thresholds (layers for static), scored on the test file and timed against the full model on the same batches.
+thresholds (layers for static), with one token fate (``--fate copy|drop|reduce``; reduce needs a model trained
+with ``model=token_reduction`` and adds the fate alone, series ``none``), scored on the test file and timed
+against the full model on the same batches (interleaved, best of --timing-repeats each:
+:mod:`tokexit.inference.timing`).
 
 Example (the committed reports were made this way, see reports/early_exit.md for each data set):
     .venv/bin/python scripts/sweep_exits.py --model-dir runs/conll2003-minilm-l6/model \
@@ -18,19 +21,23 @@ from pathlib import Path
 
 import torch
 
-from tokexit.data.tagging import ReaderOptions, load_corpus
-from tokexit.evaluate import exit_summary
-from tokexit.evaluation import main_metric, score
 from tokexit.exits import NoExit, SentenceExit, StaticExit, TokenWindowExit
-from tokexit.model_io import load_tagger
-from tokexit.predict import corpus_loader, run_corpus
-from tokexit.reporting import command_line, write_json
-from tokexit.tradeoff import pareto_frontier, score_at
+from tokexit.fates import FATES
+from tokexit.inference.evaluator import Evaluator
+from tokexit.inference.setting import Setting
+from tokexit.model_io import load_model
+from tokexit.reporting.output import command_line, write_json
+from tokexit.reporting.tradeoff import pareto_frontier, score_at
 
+#: what a point keeps of the setting's metrics.json entries (tokexit.inference.evaluator.Evaluator.measure)
+SUMMARY = ("flops_speedup", "wall_speedup", "avg_exit_layer", "exit_histogram", "tokens_per_layer", "forward_seconds",
+           "full_forward_seconds")
 THRESHOLDS = [0.005, 0.01, 0.02, 0.04, 0.07, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7]
 
 
-def policies(num_layers: int, windows: list[int], thresholds: list[float], upper_factor: float):
+def policies(num_layers: int, windows: list[int], thresholds: list[float], upper_factor: float, fate: str):
+    if fate != "copy":  # the fate alone (with drop, the full model again)
+        yield "none", NoExit()
     for w in windows:
         for t in thresholds:
             yield f"token_window w={w}", TokenWindowExit(t, window=w, upper_factor=upper_factor)
@@ -38,6 +45,31 @@ def policies(num_layers: int, windows: list[int], thresholds: list[float], upper
         yield "sentence", SentenceExit(t, upper_factor=upper_factor)
     for k in range(1, num_layers):
         yield "static", StaticExit(k)
+
+
+def sweep(evaluator: Evaluator, data, fate, settings, width: int) -> list[dict]:
+    """One point per (series, policy) of ``settings``, run with ``fate``: the score and what
+    :meth:`Evaluator.measure` says about speed (timed against the full model, interleaved)."""
+    points, metric = [], evaluator.task.metric
+    for series, policy in settings:
+        _, m = evaluator.measure(data, Setting(policy, fate))
+        point = {"series": series, "policy": policy.describe(), "score": m["score"][metric],
+                 **{k: m[k] for k in SUMMARY}}
+        points.append(point)
+        settings_text = json.dumps({k: v for k, v in policy.describe().items() if v is not None})[:60]
+        print(f"{series:{width}s} {settings_text:60s} {metric} {point['score']:6.2f}  flops "
+              f"{point['flops_speedup']:.2f}x  wall {point['wall_speedup']:.2f}x  exit {point['avg_exit_layer']:.2f}",
+              flush=True)
+    return points
+
+
+def write_csv(points: list[dict], metric: str, path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["series", "policy", metric, "flops_speedup", "wall_speedup", "avg_exit_layer"])
+        for p in points:
+            w.writerow([p["series"], json.dumps(p["policy"]), f"{p['score']:.3f}", p["flops_speedup"],
+                        p["wall_speedup"], p["avg_exit_layer"]])
 
 
 def plot(points: list[dict], metric: str, title: str, path: Path) -> None:
@@ -73,36 +105,27 @@ def main() -> None:
     parser.add_argument("--windows", default="1,3,5,9,15")
     parser.add_argument("--thresholds", default=",".join(map(str, THRESHOLDS)))
     parser.add_argument("--upper-factor", type=float, default=1.0)
+    parser.add_argument("--fate", choices=sorted(FATES), default="copy", help="token fate of every setting")
     parser.add_argument("--timing-repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    encoder, tokenizer, labels, meta = load_tagger(args.model_dir)
-    corpus = load_corpus(args.test_file, ReaderOptions(format=args.format,
-                                                       strip_position_digit=args.strip_position_digit))
-    loader = corpus_loader(corpus, tokenizer, labels, args.batch_size, meta.get("max_length", 512))
-    metric, gold = main_metric(labels.task), [s.tags for s in corpus.sentences]
-    full = run_corpus(encoder, loader, corpus)
-    full_score = score(gold, [[labels.labels[k] for k in p.tolist()] for p in full.predictions], labels.task)[metric]
-    for _ in range(args.timing_repeats):  # the reference time: best of several full-model passes
-        full.seconds = min(full.seconds, run_corpus(encoder, loader, corpus, NoExit()).seconds)
-
+    model, tokenizer, task, meta = load_model(args.model_dir, "token_tagger")
+    options = {"format": args.format, "strip_position_digit": args.strip_position_digit}
+    read = task.reader(options, tokenizer, args.batch_size, meta.get("max_length", 512))
+    evaluator = Evaluator(model, task, read, timing_repeats=args.timing_repeats)
+    data = evaluator.read(args.test_file)
+    metric, fate = task.metric, FATES[args.fate]()
+    full_score = task.scores(data, evaluator.run(data).predictions)[metric]
     points = [{"series": "full", "policy": {"policy": "none"}, "score": full_score, "flops_speedup": 1.0,
-               "wall_speedup": 1.0, "avg_exit_layer": float(encoder.num_layers)}]
+               "wall_speedup": 1.0, "avg_exit_layer": float(model.num_layers)}]
     start = time.time()
     windows = [int(w) for w in args.windows.split(",")]
     thresholds = [float(t) for t in args.thresholds.split(",")]
-    for series, policy in policies(encoder.num_layers, windows, thresholds, args.upper_factor):
-        run = run_corpus(encoder, loader, corpus, policy)
-        for _ in range(args.timing_repeats - 1):
-            run.seconds = min(run.seconds, run_corpus(encoder, loader, corpus, policy).seconds)
-        summary = exit_summary(run, full, encoder.num_layers, torch.cat(run.exit_layers))
-        s = score(gold, [[labels.labels[k] for k in p.tolist()] for p in run.predictions], labels.task)[metric]
-        points.append({"series": series, "policy": policy.describe(), "score": s, **summary})
-        print(f"{series:22s} {json.dumps({k: v for k, v in policy.describe().items() if v is not None})[:70]:70s} "
-              f"{metric} {s:6.2f}  flops {summary['flops_speedup']:.2f}x  wall {summary['wall_speedup']:.2f}x")
+    points += sweep(evaluator, data, fate, policies(model.num_layers, windows, thresholds, args.upper_factor,
+                                                   args.fate), width=22)
 
     series_names = sorted({p["series"] for p in points if p["series"] != "full"})
     summary_table = {
@@ -112,16 +135,12 @@ def main() -> None:
     out = Path(args.out)
     write_json(out.with_suffix(".json"), {
         "command": command_line(), "model_dir": args.model_dir, "test_file": args.test_file, "metric": metric,
-        "full_score": full_score, "full_forward_seconds": full.seconds, "batch_size": args.batch_size,
+        "fate": fate.describe(), "full_score": full_score, "batch_size": args.batch_size,
+        "full_forward_seconds": min((p["full_forward_seconds"] for p in points[1:]), default=None),
         "threads": torch.get_num_threads(), "sweep_seconds": round(time.time() - start, 1),
         "score_at_speedup": summary_table, "points": points,
     })
-    with open(out.with_suffix(".csv"), "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["series", "policy", metric, "flops_speedup", "wall_speedup", "avg_exit_layer"])
-        for p in points:
-            w.writerow([p["series"], json.dumps(p["policy"]), f"{p['score']:.3f}", p["flops_speedup"],
-                        p["wall_speedup"], p["avg_exit_layer"]])
+    write_csv(points, metric, out.with_suffix(".csv"))
     plot(points, metric, f"{Path(args.test_file).name}: {metric} vs FLOPs speed-up", out.with_suffix(".png"))
     print(f"\nscore on the Pareto frontier at each FLOPs speed-up (full model {full_score:.2f}):")
     for name, row in summary_table.items():

@@ -359,7 +359,7 @@ def test_unlabelled_glue_test_file_is_predicted_not_scored(tmp_path, capsys):
     assert result["test_status"] == "unlabelled" and result["layers"] == [] and result["full_depth"] is None
     lines = (tmp_path / "run" / "test_predictions.tsv").read_text().splitlines()
     assert len(lines) == 3 and all(line.split("\t")[0] in ("0", "1") and line.split("\t")[1] == "3" for line in lines)
-    assert "has no labels: predicted, not scored" in capsys.readouterr().out
+    assert "has no labels: classified, not scored" in capsys.readouterr().out  # the word evaluate uses too
     assert (tmp_path / "run" / "model" / "tokexit.json").is_file()
 
 

@@ -22,7 +22,7 @@ GROUPS = sorted(d.name for d in CONFIG_DIR.iterdir() if d.is_dir() and not d.nam
 OPTIONS = sorted((g, p.relative_to(CONFIG_DIR / g).with_suffix("").as_posix())
                  for g in GROUPS for p in (CONFIG_DIR / g).rglob("*.yaml"))
 # keys an entry point takes out of a config before it instantiates the rest
-ENTRY_POINT_KEYS = {"exit": {"target_speedup"}}
+ENTRY_POINT_KEYS = {"exit": {"target_speedup"}, "fate": {"target_speedup"}}
 # configs an entry point reads but never instantiates (their _target_ must still import): evaluate takes only the
 # test/validation files and reader options from data=NAME, with its own tagging reader keys merged in
 NOT_INSTANTIATED = {("evaluate", "data")}

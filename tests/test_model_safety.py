@@ -31,7 +31,7 @@ from tokexit.export.__main__ import export
 from tokexit.export.slim_bert import SlimBertModel
 from tokexit.export.subnetwork import CODE_FILES, SLIM_BERT_CODE
 from tokexit.lightning.dynabert_module import DynaBertModule
-from tokexit.model_io import load_classifier, load_tagger, read_meta, save_classifier, save_tagger
+from tokexit.model_io import load_classifier, load_model, load_tagger, read_meta, save_model
 
 WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "alice", "bob", "carol", "paris", "oslo", "went", "to", "saw",
          "in", "the", "good", "bad", "film", "."]
@@ -52,10 +52,10 @@ def models(tmp_path_factory) -> dict[str, Path]:
     """A tiny random tagger and classifier (model_type bert) and their exported sub-networks (slim_bert)."""
     root = tmp_path_factory.mktemp("models")
     tokenizer = BertTokenizer(vocab={word: i for i, word in enumerate(WORDS)})
-    dirs = {"tagger": save_tagger(MultiExitEncoder(tiny_bert(0), len(LABELS.labels)), tokenizer, LABELS,
-                                  root / "tagger", 64),
-            "classifier": save_classifier(MultiExitClassifier(tiny_bert(1), TASK.num_outputs), tokenizer, TASK,
-                                          root / "classifier", 64)}
+    dirs = {"tagger": save_model(MultiExitEncoder(tiny_bert(0), len(LABELS.labels)), tokenizer, LABELS,
+                                 root / "tagger", 64),
+            "classifier": save_model(MultiExitClassifier(tiny_bert(1), TASK.num_outputs), tokenizer, TASK,
+                                     root / "classifier", 64)}
     for kind in ("tagger", "classifier"):
         export(str(dirs[kind]), 0.5, 0.5, str(root / f"{kind}-slim"))
         dirs[f"{kind}-slim"] = root / f"{kind}-slim"
@@ -70,9 +70,8 @@ def predictions(directory: Path) -> list:
 
 
 def load_any(directory: Path):
-    """(model, tokenizer) through load_tagger or load_classifier, whichever the directory holds."""
-    loader = load_classifier if read_meta(directory)["kind"] == "sequence_classifier" else load_tagger
-    model, tokenizer, _, _ = loader(directory)
+    """(model, tokenizer) of whichever kind the directory holds."""
+    model, tokenizer, _, _ = load_model(directory)
     return model, tokenizer
 
 

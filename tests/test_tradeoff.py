@@ -1,4 +1,4 @@
-from tokexit.tradeoff import pareto_frontier, score_at
+from tokexit.reporting.tradeoff import pareto_frontier, score_at
 
 
 def p(x, y):

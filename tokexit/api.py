@@ -6,6 +6,10 @@ and sentence pairs.
 [[TaggedWord(word='Empire', tag='B-facility', exit_layer=6), ...]]
 >>> Classifier.load("runs/mrpc/model").classify([("He said so .", "He told us so .")], exit=PatienceExit(2))
 [Classified(label='1', exit_layer=3)]
+
+Both take an exit policy (``exit=``, :mod:`tokexit.exits`) and a token fate (``fate=``, :mod:`tokexit.fates`):
+``tagger.tag(text, exit=TokenWindowExit(0.1), fate=Drop())``; ``fate=TokenReduction(keep_ratio=0.5)`` needs a
+model trained with ``model=token_reduction`` and runs without an exit policy too.
 """
 
 from __future__ import annotations
@@ -14,13 +18,18 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from tokexit.classify import run_examples
 from tokexit.data.classification import encode_examples, sorted_example_loader
 from tokexit.data.conll import Corpus, Sentence, bio_to_iob1
 from tokexit.data.glue import Example
 from tokexit.exits.base import ExitPolicy
+from tokexit.exits.none import NoExit
+from tokexit.fates.base import TokenFate
+from tokexit.fates.copy import HaltAndCopy
+from tokexit.inference.classification import ExampleBatches
+from tokexit.inference.runs import run_batches
+from tokexit.inference.setting import Setting
+from tokexit.inference.tagging import predict_corpus
 from tokexit.model_io import load_classifier, load_tagger, resolve_device
-from tokexit.predict import predict_corpus
 
 WORD = re.compile(r"\w+(?:[-'’.]\w+)*|[^\w\s]")
 
@@ -34,12 +43,17 @@ def _kind(value) -> str:
     return "None" if value is None else type(value).__name__
 
 
-def _check_run_arguments(method: str, batch_size, exit) -> None:
+def run_setting(method: str, batch_size, exit, fate) -> Setting:
+    """The checked run arguments of :meth:`Tagger.tag` and :meth:`Classifier.classify` as a setting."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"{method}: batch_size must be a whole number >= 1, not {batch_size!r}")
     if exit is not None and not isinstance(exit, ExitPolicy):
         raise TypeError(f"{method}: exit must be an exit policy from tokexit.exits (e.g. TokenWindowExit(0.1), "
                         f"PatienceExit(2)) or None for the full model, not {_kind(exit)}")
+    if fate is not None and not isinstance(fate, TokenFate):
+        raise TypeError(f"{method}: fate must be a token fate from tokexit.fates (HaltAndCopy(), Drop(), "
+                        f"TokenReduction()) or None for halt-and-copy, not {_kind(fate)}")
+    return Setting(exit or NoExit(), fate or HaltAndCopy())
 
 
 TAG_INPUT = ("Tagger.tag accepts a raw string, a list of raw strings, or a list of pre-tokenised sentences "
@@ -118,20 +132,22 @@ class Tagger:
         return cls(encoder, tokenizer, labels, meta.get("max_length", 512), device)
 
     def tag(self, sentences: str | list[str] | list[list[str]], batch_size: int = 32,
-            exit: ExitPolicy | None = None) -> list[list[TaggedWord]]:
+            exit: ExitPolicy | None = None, fate: TokenFate | None = None) -> list[list[TaggedWord]]:
         """Tag one raw string, a list of raw strings, or a list of pre-tokenised sentences (lists of words).
 
         ``exit``: an exit policy (e.g. ``TokenWindowExit(0.1, window=5)``); None runs the full model.
+        ``fate``: what stopping means for later layers (``Drop()``, ``TokenReduction()``); None: halt-and-copy.
         Every input word gets a tag and its exit layer, however long the sentence; an empty sentence gives [].
         Tags are in the scheme the model was trained on (an IOB1-trained model tags in IOB1). Any other input is
         a TypeError saying what is accepted.
         """
         words = sentence_words(sentences)
-        _check_run_arguments("Tagger.tag", batch_size, exit)
+        setting = run_setting("Tagger.tag", batch_size, exit, fate)
         corpus = Corpus("<input>", "conll", [Sentence(w, None, 0) for w in words if w], "none", None)
-        run = predict_corpus(self.encoder, self.tokenizer, self.labels, corpus, policy=exit,
-                             batch_size=batch_size, max_length=self.max_length, device=self.device)
-        it = zip(run.predictions, run.exit_layers, strict=True)
+        run = predict_corpus(self.encoder, self.tokenizer, self.labels, corpus, setting, batch_size=batch_size,
+                             max_length=self.max_length, device=self.device)
+        lengths = [len(w) for w in words if w]
+        it = zip(run.predictions.split(lengths), run.exit_layers.split(lengths), strict=True)
         result = []
         for w in words:
             if not w:
@@ -166,19 +182,21 @@ class Classifier:
         return cls(model, tokenizer, task, meta.get("max_length", 512), device)
 
     def classify(self, texts: str | list[str] | list[tuple[str, str]], batch_size: int = 32,
-                 exit: ExitPolicy | None = None) -> list[Classified]:
+                 exit: ExitPolicy | None = None, fate: TokenFate | None = None) -> list[Classified]:
         """Classify one text, a list of texts, or a list of (text, text) pairs, in input order.
 
-        ``exit``: e.g. ``PatienceExit(2)`` or ``EntropyExit(0.2)``; None runs the full model. Any other input is a
-        TypeError saying what is accepted.
+        ``exit``: e.g. ``PatienceExit(2)`` or ``EntropyExit(0.2)``; None runs the full model. ``fate``: e.g.
+        ``TokenReduction(keep_ratio=0.5)``; None: halt-and-copy. Any other input is a TypeError saying what is
+        accepted.
         """
         examples = classify_examples(texts)
-        _check_run_arguments("Classifier.classify", batch_size, exit)
+        setting = run_setting("Classifier.classify", batch_size, exit, fate)
         if not examples:
             return []
         rows = encode_examples(examples, self.tokenizer, None, self.max_length)
         loader = sorted_example_loader(rows, batch_size, self.tokenizer.pad_token_id)
-        run = run_examples(self.model, loader, self.task.regression, exit, self.device)
+        batches = ExampleBatches(len(rows), self.task.regression)
+        run = run_batches(self.model, loader, batches, setting, self.device)
         values = run.predictions.tolist()
         labels = values if self.task.regression else [self.task.labels[int(v)] for v in values]
         return [Classified(label, int(e)) for label, e in zip(labels, run.exit_layers.tolist(), strict=True)]

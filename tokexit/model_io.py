@@ -2,7 +2,8 @@
 
 Layout: ``config.json`` + ``model.safetensors`` (the backbone, loadable with ``AutoModel``), ``exits.safetensors``
 (the exit heads; a classifier's also hold its pooler under ``pooler.``), ``tokexit.json`` (kind, labels, task,
-max length) and the tokenizer files. Kinds: ``token_tagger`` and ``sequence_classifier``. A model with a token
+max length) and the tokenizer files. Kinds: ``token_tagger`` and ``sequence_classifier``, one
+:class:`~tokexit.tasks.base.Task` each: the task says what is saved and how the model is built. A model with a token
 selector (TR-BERT, ``model=token_reduction``) also has ``selector.safetensors``, its settings under ``selector`` in
 ``tokexit.json``.
 
@@ -34,6 +35,7 @@ from tokexit.data.tagging import LabelSet
 from tokexit.engine import MultiExitEncoder
 from tokexit.engine.classifier import MultiExitClassifier
 from tokexit.engine.selector import TokenSelector
+from tokexit.tasks import Classification, Tagging, Task, task_for, task_from_meta
 
 META_FILE = "tokexit.json"
 EXITS_FILE = "exits.safetensors"
@@ -47,19 +49,6 @@ def resolve_device(device: str | None = "auto") -> str:
     return device
 
 
-def save_tagger(encoder: MultiExitEncoder, tokenizer, labels: LabelSet, directory: str | Path,
-                max_length: int, extra: dict | None = None) -> Path:
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    encoder.backbone.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    save_file({k: v.contiguous() for k, v in encoder.exits.state_dict().items()}, directory / EXITS_FILE)
-    meta = {"kind": "token_tagger", **labels.to_dict(), "max_length": max_length, "num_layers": encoder.num_layers,
-            **_save_selector(encoder, directory), **(extra or {})}
-    (directory / META_FILE).write_text(json.dumps(meta, indent=2))
-    return directory
-
-
 def read_meta(directory: str | Path) -> dict:
     """The ``tokexit.json`` of a model directory (FileNotFoundError naming the directory if it is not one)."""
     directory = Path(directory)
@@ -68,37 +57,60 @@ def read_meta(directory: str | Path) -> dict:
     return read_json(directory / META_FILE)
 
 
-def save_classifier(model: MultiExitClassifier, tokenizer, task: ClassificationTask, directory: str | Path,
-                    max_length: int, extra: dict | None = None) -> Path:
+def save_model(model: MultiExitEncoder, tokenizer, labels: LabelSet | ClassificationTask, directory: str | Path,
+               max_length: int, extra: dict | None = None) -> Path:
+    """Save a tagger or a classifier (``labels`` says which task); ``extra`` goes into the metadata."""
+    task = task_for(labels)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     model.backbone.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
-    heads = {f"exits.{k}": v for k, v in model.exits.state_dict().items()}
-    heads.update({f"pooler.{k}": v for k, v in model.pooler.state_dict().items()})
-    save_file({k: v.contiguous() for k, v in heads.items()}, directory / EXITS_FILE)
-    meta = {"kind": "sequence_classifier", **task.to_dict(), "max_length": max_length,
-            "num_layers": model.num_layers, "pooling": model.pooler.mode, **_save_selector(model, directory),
-            **(extra or {})}
+    heads = {prefix + k: v.contiguous() for prefix, module in task.heads(model).items()
+             for k, v in module.state_dict().items()}
+    save_file(heads, directory / EXITS_FILE)
+    meta = {"kind": task.kind, **task.model_meta(model), "max_length": max_length, "num_layers": model.num_layers,
+            **_save_selector(model, directory), **(extra or {})}
     (directory / META_FILE).write_text(json.dumps(meta, indent=2))
     return directory
 
 
-def load_classifier(directory: str | Path) -> tuple[MultiExitClassifier, object, ClassificationTask, dict]:
-    """-> (classifier in eval mode, tokenizer, task, metadata)."""
+def load_model(directory: str | Path, kind: str | None = None) -> tuple[MultiExitEncoder, object, Task, dict]:
+    """-> (model in eval mode, tokenizer, task, metadata) of whichever kind the directory holds (``kind``: it
+    must hold that one, ValueError otherwise)."""
     directory = Path(directory)
     meta = read_meta(directory)
-    if meta.get("kind") != "sequence_classifier":
-        raise ValueError(f"{directory}: a {meta.get('kind')} model, not a sequence classifier")
+    task = task_from_meta(meta, str(directory / META_FILE))
+    if kind is not None and task.kind != kind:
+        raise ValueError(f"{directory}: a {task.kind} model, not a {kind}")
     backbone, tokenizer = _load_backbone_and_tokenizer(directory)
-    task = ClassificationTask.from_dict(meta)
-    model = MultiExitClassifier(backbone, task.num_outputs, pooling=meta.get("pooling", "cls"))
+    model = task.build(backbone)
     path = directory / EXITS_FILE
     state = read_safetensors(path)
-    _load_heads(model.exits, {k[6:]: v for k, v in state.items() if k.startswith("exits.")}, path)
-    _load_heads(model.pooler, {k[7:]: v for k, v in state.items() if k.startswith("pooler.")}, path)
+    for prefix, module in task.heads(model).items():
+        _load_heads(module, {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, path)
     _load_selector(model, directory, meta)
     return model.eval(), tokenizer, task, meta
+
+
+def load_tagger(directory: str | Path) -> tuple[MultiExitEncoder, object, LabelSet, dict]:
+    """-> (encoder in eval mode, tokenizer, label set, metadata); ValueError if the directory holds no tagger."""
+    model, tokenizer, task, meta = load_model(directory, Tagging.kind)
+    return model, tokenizer, task.labels, meta
+
+
+def load_classifier(directory: str | Path) -> tuple[MultiExitClassifier, object, ClassificationTask, dict]:
+    """-> (classifier in eval mode, tokenizer, task, metadata); ValueError if the directory holds no classifier."""
+    model, tokenizer, task, meta = load_model(directory, Classification.kind)
+    return model, tokenizer, task.labels, meta
+
+
+def load_exits(encoder: MultiExitEncoder, labels: LabelSet, directory: str | Path) -> None:
+    """Load the exit heads of the tagger in ``directory`` into ``encoder``; its labels must be ``labels``."""
+    saved = read_meta(directory)["labels"]
+    if saved != labels.labels:
+        raise ValueError(f"{directory}: the model's labels {saved} differ from the data's {labels.labels}")
+    path = Path(directory) / EXITS_FILE
+    _load_heads(encoder.exits, read_safetensors(path), path)
 
 
 def _save_selector(model: MultiExitEncoder, directory: Path) -> dict:
@@ -140,34 +152,3 @@ def _load_backbone_and_tokenizer(directory: Path):
     backbone = load_pretrained_model(directory, config, strict=True)
     kwargs = adapter_class(config.model_type).tokenizer_kwargs(config)
     return backbone, load_pretrained_tokenizer(directory, config, **kwargs)
-
-
-def save_model(encoder: MultiExitEncoder, tokenizer, labels, directory: str | Path, max_length: int,
-               extra: dict | None = None) -> Path:
-    """Save a tagger or a classifier, whichever ``encoder`` is; ``extra`` goes into the metadata."""
-    if isinstance(encoder, MultiExitClassifier):
-        return save_classifier(encoder, tokenizer, labels, directory, max_length, extra)
-    return save_tagger(encoder, tokenizer, labels, directory, max_length, extra)
-
-
-def load_exits(encoder: MultiExitEncoder, labels: LabelSet, directory: str | Path) -> None:
-    """Load the exit heads of the tokexit model in ``directory`` into ``encoder``; its labels must be ``labels``."""
-    saved = read_meta(directory)["labels"]
-    if saved != labels.labels:
-        raise ValueError(f"{directory}: the model's labels {saved} differ from the data's {labels.labels}")
-    path = Path(directory) / EXITS_FILE
-    _load_heads(encoder.exits, read_safetensors(path), path)
-
-
-def load_tagger(directory: str | Path) -> tuple[MultiExitEncoder, object, LabelSet, dict]:
-    """-> (encoder in eval mode, tokenizer, label set, metadata)."""
-    directory = Path(directory)
-    meta = read_meta(directory)
-    if meta.get("kind", "token_tagger") != "token_tagger":
-        raise ValueError(f"{directory}: a {meta.get('kind')} model, not a tagger")
-    backbone, tokenizer = _load_backbone_and_tokenizer(directory)
-    labels = LabelSet(meta["labels"], meta["task"], meta.get("scheme", "bio"))
-    encoder = MultiExitEncoder(backbone, len(labels.labels))
-    load_exits(encoder, labels, directory)
-    _load_selector(encoder, directory, meta)
-    return encoder.eval(), tokenizer, labels, meta

@@ -14,7 +14,6 @@ with the optimizer, scheduler, loop, best-checkpoint and random generator states
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import time
@@ -22,8 +21,7 @@ from pathlib import Path
 
 import hydra
 import lightning as L
-import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.trainer.states import TrainerFn
@@ -31,10 +29,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from tokexit import CONFIG_DIR
 from tokexit.data.embedded import is_embedded
-from tokexit.evaluation import main_metric
 from tokexit.lightning.checkpointing import AtomicCheckpointIO, RngStateCheckpoint
 from tokexit.model_io import save_model
-from tokexit.reporting import command_line, layer_table, write_json
+from tokexit.reporting.output import command_line, layer_table, write_json
+from tokexit.tasks import task_for
 
 log = logging.getLogger("tokexit.train")
 
@@ -127,50 +125,25 @@ def describe_data(cfg: DictConfig) -> dict:
     return {"data": str(cfg.data.name) if own else "custom", "data_config": str(cfg.data.name), "files": files}
 
 
-def write_test_predictions(module, data, labels, out: Path) -> str:
-    """Write the full model's predictions for an unlabelled test file: ``test_predictions.conll`` for a tagger
-    (word, ``-`` for the missing gold tag, predicted tag, in the training files' tag scheme: the format of
-    :func:`tokexit.evaluate.write_predictions`), ``test_predictions.tsv`` for a classifier (predicted label or
-    value, exit layer; one line per example in input order, as ``tokexit.evaluate`` writes). Returns the path."""
-    out.mkdir(parents=True, exist_ok=True)
-    predictions = module.predictions["test"]
-    if isinstance(predictions, torch.Tensor):  # classifier: (N, S), every exit's prediction per example
-        path = out / "test_predictions.tsv"
-        layer = predictions.shape[1]
-        with open(path, "w", encoding="utf-8") as f:
-            for value in predictions[:, -1].tolist():
-                f.write(f"{value:.4f}" if labels.regression else labels.labels[int(value)])
-                f.write(f"\t{layer}\n")
-        return str(path)
-    from tokexit.evaluate import write_predictions
-
-    path = out / "test_predictions.conll"
-    corpus = data.corpus("test")
-    tags = [[labels.labels[k] for k in p[-1].tolist()] for p in predictions]  # the last exit of every sentence
-    write_predictions(path, dataclasses.replace(corpus, scheme=labels.scheme), tags)
-    return str(path)
-
-
 def train(cfg: DictConfig) -> dict:
     L.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.output_dir)
     resume_from = resume_checkpoint(cfg, out)
     data = instantiate(cfg.data, _convert_="all")
     labels = data.prepare()
-    # partial: a LabelSet passed to instantiate would be turned into a config
-    classifier = labels.task in ("classification", "regression")
-    if cfg.model._target_.endswith(("DynaBertModule", "TokenReductionModule")):
-        pass  # distils / reduces whichever kind of model its teacher / stage-1 model is
-    elif classifier != cfg.model._target_.endswith("ClassifierModule"):
+    task = task_for(labels)
+    trains = get_class(cfg.model._target_).kinds
+    if task.kind not in trains:
         raise ValueError(f"data={cfg.data.name} is a {labels.task} task but model={cfg.model.name} builds "
                          f"{cfg.model._target_}: use model=minilm_classifier for sentence(-pair) data and "
                          "model=minilm for sequence labeling")
+    # partial: a LabelSet passed to instantiate would be turned into a config
     module = instantiate(cfg.model, _partial_=True, _convert_="all")(labels=labels)
     test_status = data.status("test")  # none | empty | unlabelled | labelled (checked and logged by prepare)
-    if test_status == "unlabelled" and not hasattr(module, "predictions"):
+    if test_status == "unlabelled" and not module.predicts_unlabelled:
         raise ValueError(f"data.test_file={data.files['test']}: no labels, and model={cfg.model.name} can only score "
                          "a test file, not tag one: give a labelled test file, or data.test_file=null")
-    metric = labels.metric if classifier else main_metric(labels.task)
+    metric = task.metric
     # best.ckpt (the best validation score so far) and last.ckpt (every epoch's end, for resume): fixed names,
     # overwritten rather than versioned, so that resume=true always finds the latest state
     selects = data.status("validation") == "labelled"  # no validation data: no model selection, the last epoch
@@ -186,8 +159,9 @@ def train(cfg: DictConfig) -> dict:
     if not trainer.is_global_zero:
         return {}
     test = module.scores.get("test", [])
-    subnetworks = hasattr(module, "subnetworks")
     described = describe_data(cfg)
+    unlabelled = test_status == "unlabelled"  # tagged (or classified) after training, not scored
+    out.mkdir(parents=True, exist_ok=True)
     result = {
         "command": command_line(),
         **described,  # data (config name, or "custom" for other files), data_config, files
@@ -195,29 +169,24 @@ def train(cfg: DictConfig) -> dict:
         "task": labels.task,
         "metric": metric,
         "test_status": test_status,  # labelled (scored) | unlabelled (tagged, not scored) | empty | none
-        "test_predictions": write_test_predictions(module, data, labels, out) if test_status == "unlabelled" else None,
-        "layers": [] if subnetworks else [{"layer": i, **s} for i, s in enumerate(test, start=1)],
-        "subnetworks": test if subnetworks else None,
-        "full_depth": (test[0] if subnetworks else test[-1]) if test else None,
+        "test_predictions": task.write_test_predictions(module.predictions["test"], data, out) if unlabelled else None,
+        **module.report("test"),  # layers (every exit's scores), subnetworks, full_depth[, reduction]
         "validation_layers": module.scores.get("validation", []),
         "counts": data.counts(),
-        "unseen_test_labels": getattr(data, "unseen_labels", {}).get("test", {}),
+        "unseen_test_labels": data.unseen_labels.get("test", {}),
         "train_epoch_seconds": timer.seconds,
         "best_checkpoint": checkpoint.best_model_path,
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
-    if hasattr(module, "reduction"):  # token reduction: one score, the model as inference runs it (fate=reduce)
-        result.update(layers=[], reduction=module.reduction)
     write_json(out / "metrics.json", result)
     if cfg.save_model:
-        save_model(module.encoder, data.tokenizer, labels, out / "model", data.max_length,
-                   getattr(module, "model_meta", None))
-    per = "sub-network" if subnetworks else "exit layer"
+        save_model(module.encoder, data.tokenizer, labels, out / "model", data.max_length, module.model_meta)
     test_file = data.files["test"]
     if test:
-        print(layer_table(test, metric, f"\n{described['data']} test, {cfg.model.name}: {metric} per {per}"))
+        print(layer_table(test, metric, f"\n{described['data']} test, {cfg.model.name}: {metric} per "
+                          f"{module.scored_per}"))
     elif test_status == "unlabelled":
-        print(f"\ndata.test_file={test_file} has no labels: {'predicted' if classifier else 'tagged'}, not scored; "
+        print(f"\ndata.test_file={test_file} has no labels: {task.verbs[1]}, not scored; "
               f"predictions: {result['test_predictions']}")
     elif test_status == "empty":
         print(f"\ndata.test_file={test_file} is empty: nothing to test")

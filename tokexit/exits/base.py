@@ -49,6 +49,11 @@ class ExitPolicy:
         """Raise ValueError naming the setting when the policy does not fit a model that runs ``num_layers``
         layers (a static layer beyond it, per-layer thresholds of another length). Called before every run."""
 
+    def largest_threshold(self, num_labels: int) -> float:
+        """For a policy with a ``threshold``: the largest value that can still matter (the uncertainty's maximum),
+        where calibration (``exit.target_speedup``) starts."""
+        return 1.0
+
     def can_stop(self, layer: int, num_layers: int) -> bool:
         """Whether ``decide`` may stop anything after ``layer``; where not, the engine skips that exit head."""
         return True

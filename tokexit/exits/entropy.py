@@ -4,6 +4,8 @@ below the step's threshold. ``normalised=False``: raw entropy (DeeBERT, threshol
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from tokexit.exits.base import ExitPolicy, check_thresholds, entropy, layer_thresholds, normalised_entropy
@@ -18,6 +20,9 @@ class EntropyExit(ExitPolicy):
 
     def check_depth(self, num_layers) -> None:
         check_thresholds(self.thresholds, num_layers)
+
+    def largest_threshold(self, num_labels: int) -> float:
+        return 1.0 if self.normalised else math.log(num_labels)
 
     def decide_examples(self, step, num_steps, logits, state) -> torch.Tensor:
         if logits.shape[-1] == 1:

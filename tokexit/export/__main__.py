@@ -16,43 +16,38 @@ import hydra
 from omegaconf import DictConfig
 
 from tokexit import CONFIG_DIR
-from tokexit.engine.classifier import MultiExitClassifier
-from tokexit.engine.encoder import MultiExitEncoder
+from tokexit.config import UsageError
 from tokexit.engine.subnetwork import SubNetwork
 from tokexit.export.subnetwork import copy_code, slice_bert, with_code
-from tokexit.model_io import load_classifier, load_tagger, read_meta, save_classifier, save_tagger
-from tokexit.reporting import write_json
+from tokexit.model_io import load_model, save_model
+from tokexit.reporting.output import write_json
+
+# what the exported model keeps besides the sliced backbone and the exits of the kept layers (a classifier's pooler)
+NOT_CARRIED = ("backbone.", "exits.", "selector.")
 
 
 def export(model_dir: str, width: float, depth: float, output_dir: str) -> dict:
-    from tokexit.evaluate import UsageError
-
+    """Write the (``width``, ``depth``) sub-network of the model in ``model_dir`` to ``output_dir``; its summary."""
     missing = [name for name, value in (("model_dir", model_dir), ("output_dir", output_dir))
                if value is None or str(value).strip() in ("", "???")]
     if missing:
         raise UsageError(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set: "
                          "python -m tokexit.export model_dir=DIR width=W depth=D output_dir=OUT")
-    meta = read_meta(model_dir)
-    classifier = meta.get("kind") == "sequence_classifier"
-    model, tokenizer, labels, _ = (load_classifier if classifier else load_tagger)(model_dir)
+    model, tokenizer, task, meta = load_model(model_dir)
     sub = SubNetwork(width, depth)
     plan = sub.plan(model.num_layers)
     parts = model.adapter.layer(0)
     heads, neurons = sub.heads(parts.num_heads), sub.neurons(parts.ffn_in.out_features)
     slim = with_code(slice_bert(model.backbone, heads, neurons, [layer for layer, _ in plan]))
-    small = (MultiExitClassifier(slim, model.num_labels, pooling=model.pooler.mode) if classifier
-             else MultiExitEncoder(slim, model.num_labels))
+    small = task.build(slim)
     for j, (_, exit_index) in enumerate(plan):
         small.exits[j].load_state_dict(model.exits[exit_index].state_dict())
+    rest = {k: v for k, v in model.state_dict().items() if not k.startswith(NOT_CARRIED)}
+    small.load_state_dict(rest, strict=False)  # the same task, the same heads: every key fits
     exported = {"from": str(model_dir), "width": width, "depth": depth, "heads": heads, "neurons": neurons,
                 "layers": [layer for layer, _ in plan]}
     out = Path(output_dir)
-    if classifier:
-        small.pooler.load_state_dict(model.pooler.state_dict())
-        save_classifier(small, tokenizer, labels, out, meta.get("max_length", 512),
-                        {"exported_subnetwork": exported})
-    else:
-        save_tagger(small, tokenizer, labels, out, meta.get("max_length", 512), {"exported_subnetwork": exported})
+    save_model(small, tokenizer, task.labels, out, meta.get("max_length", 512), {"exported_subnetwork": exported})
     copy_code(out)
     params = sum(p.numel() for p in slim.parameters())
     summary = {**exported, "backbone_parameters": params,
@@ -65,8 +60,6 @@ def export(model_dir: str, width: float, depth: float, output_dir: str) -> dict:
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="export")
 def main(cfg: DictConfig) -> None:
-    from tokexit.evaluate import UsageError
-
     try:
         export(cfg.get("model_dir"), cfg.width, cfg.depth, cfg.get("output_dir"))
     except UsageError as e:  # a missing setting: one line, no traceback

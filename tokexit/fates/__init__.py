@@ -6,4 +6,7 @@ from tokexit.fates.copy import HaltAndCopy
 from tokexit.fates.drop import Drop
 from tokexit.fates.reduce import TokenReduction
 
-__all__ = ["TokenFate", "HaltAndCopy", "Drop", "TokenReduction"]
+#: every fate by its name (``fate=`` in configs, ``--fate`` in the scripts), built with its defaults
+FATES: dict[str, type[TokenFate]] = {fate.name: fate for fate in (HaltAndCopy, Drop, TokenReduction)}
+
+__all__ = ["FATES", "TokenFate", "HaltAndCopy", "Drop", "TokenReduction"]

@@ -52,6 +52,7 @@ class ClassificationDataModule(L.LightningDataModule):
     ):
         super().__init__()
         self.files = {"train": train_file, "validation": validation_file, "test": test_file}
+        self.unseen_labels: dict[str, dict] = {}  # a classifier's unknown labels are errors, never reported here
         self.tokenizer_name, self.name = tokenizer, name
         self.columns = TsvColumns(text_a, text_b, label, header)
         self.regression, self.metric, self.positive_label = regression, metric, positive_label

@@ -10,8 +10,9 @@ import torch.nn.functional as F
 from tokexit.backbones import load_backbone
 from tokexit.data.classification import ClassificationTask
 from tokexit.engine.classifier import MultiExitClassifier
-from tokexit.evaluation import classification_scores, gather_tables, unique_examples
+from tokexit.inference.collect import gather_tables, unique_examples
 from tokexit.lightning.hooks import EvaluationHooks, layer_weights
+from tokexit.reporting.scores import classification_scores
 
 
 def exit_losses(logits: torch.Tensor, targets: torch.Tensor, regression: bool) -> torch.Tensor:
@@ -27,6 +28,9 @@ def layer_predictions(logits: torch.Tensor, regression: bool) -> torch.Tensor:
 
 
 class MultiExitClassifierModule(EvaluationHooks, L.LightningModule):
+    kinds = ("sequence_classifier",)
+    predicts_unlabelled = True
+
     def __init__(
         self,
         labels: ClassificationTask,

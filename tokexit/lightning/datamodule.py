@@ -30,6 +30,9 @@ SPLITS = ("train", "validation", "test")
 class TaggingDataModule(L.LightningDataModule):
     """Reads the three files once, builds the label set from the training file and encodes every split.
 
+    ``context``: "sentence" encodes each sentence alone; "document" packs a document's sentences into inputs
+    of up to ``max_length`` subwords (see :mod:`tokexit.data.encoding`); scores stay per sentence.
+
     ``prepare()`` may be called before the trainer (the model needs the label set); Lightning's ``setup``
     then finds everything done.
     """
@@ -45,6 +48,7 @@ class TaggingDataModule(L.LightningDataModule):
         label_column: int | None = -1,
         tagset: str = "upos",
         strip_position_digit: bool = False,
+        context: str = "sentence",
         task: str = "auto",
         max_length: int = 512,
         batch_size: int = 16,
@@ -57,7 +61,7 @@ class TaggingDataModule(L.LightningDataModule):
         self.files = {"train": train_file, "validation": validation_file, "test": test_file}
         self.tokenizer_name = tokenizer
         self.name = name
-        self.options = ReaderOptions(format, label_column, tagset, strip_position_digit)
+        self.options = ReaderOptions(format, label_column, tagset, strip_position_digit, context)
         self.task = task
         self.max_length = max_length
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
@@ -90,7 +94,8 @@ class TaggingDataModule(L.LightningDataModule):
             if split != "train":
                 self.unseen_labels[split] = report_unseen_labels(corpus, self.labels)
             self.datasets[split] = build_dataset(corpus, self.tokenizer, self.labels, self.max_length)
-            log.info("%s: %d sentences, %d windows", corpus.path, len(corpus.sentences), len(self.datasets[split]))
+            log.info("%s: %d sentences, %d inputs (context: %s)", corpus.path, len(corpus.sentences),
+                     len(self.datasets[split]), corpus.context)
         return self.labels
 
     def status(self, split: str) -> str:

@@ -24,17 +24,11 @@ from tokexit.engine.classifier import MultiExitClassifier
 from tokexit.engine.encoder import MultiExitEncoder
 from tokexit.engine.rewiring import importance, rewire
 from tokexit.engine.subnetwork import SubNetwork
-from tokexit.evaluation import (
-    PredictionCollector,
-    classification_scores,
-    gather_tables,
-    main_metric,
-    per_sentence,
-    score,
-    unique_examples,
-)
+from tokexit.inference.collect import PredictionCollector, gather_tables, per_sentence, unique_examples
 from tokexit.lightning.hooks import EvaluationHooks
-from tokexit.model_io import load_classifier, load_tagger, read_meta
+from tokexit.model_io import load_model
+from tokexit.reporting.scores import classification_scores, score
+from tokexit.tasks import task_for
 
 
 def final_logits(model: MultiExitEncoder, states: list[torch.Tensor], batch: dict) -> torch.Tensor:
@@ -54,13 +48,6 @@ def targets(batch: dict) -> torch.Tensor:
     return batch["labels"][batch["word_positions"] >= 0]
 
 
-def load_model(directory: str) -> tuple[MultiExitEncoder, object]:
-    """A trained classifier or tagger (whichever the directory holds) and its labels."""
-    loader = load_classifier if read_meta(directory).get("kind") == "sequence_classifier" else load_tagger
-    model, _, labels, _ = loader(directory)
-    return model, labels
-
-
 def masked_mse(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean squared error over the real tokens of (B, T, H) states."""
     m = mask[..., None].to(a.dtype)
@@ -68,6 +55,8 @@ def masked_mse(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.Te
 
 
 class DynaBertModule(EvaluationHooks, L.LightningModule):
+    scored_per = "sub-network"
+
     def __init__(
         self,
         labels: ClassificationTask | LabelSet,
@@ -92,12 +81,11 @@ class DynaBertModule(EvaluationHooks, L.LightningModule):
         self.save_hyperparameters(ignore=["labels"])
         self.labels = labels
         self.regression = getattr(labels, "regression", False)
-        self.teacher, teacher_labels = load_model(teacher)
-        if teacher_labels.labels != labels.labels or teacher_labels.task != labels.task:
-            raise ValueError(f"{teacher}: the teacher's labels {teacher_labels.labels} differ from the data's")
+        self.teacher, _, taught, _ = load_model(teacher)  # a tagger or a classifier, whichever the directory holds
+        if taught.labels.labels != labels.labels or taught.name != labels.task:
+            raise ValueError(f"{teacher}: the teacher's labels {taught.labels.labels} differ from the data's")
         self.teacher.requires_grad_(False)
-        self.encoder, _ = load_model(init_from or teacher)
-        meta = read_meta(init_from or teacher)
+        self.encoder, _, _, meta = load_model(init_from or teacher)
         self.encoder.train()
         self.depths = list(depths) if stage > 1 else [1.0]
         self.subnetworks = [SubNetwork(w, d) for w, d in itertools.product(widths, self.depths)]
@@ -184,7 +172,7 @@ class DynaBertModule(EvaluationHooks, L.LightningModule):
         return [classification_scores(cast(rows[:, 1]), cast(column), self.labels) for column in rows[:, 2:].T]
 
     def _eval_end(self, split: str) -> None:
-        metric = self.labels.metric if isinstance(self.encoder, MultiExitClassifier) else main_metric(self.labels.task)
+        metric = task_for(self.labels).metric
         prefix = "val" if split == "validation" else split
         scores = []
         for sub, s in zip(self.subnetworks, self._scores(split), strict=True):
@@ -192,3 +180,8 @@ class DynaBertModule(EvaluationHooks, L.LightningModule):
             self.log(f"{prefix}/{metric}_w{sub.width}_d{sub.depth}", s[metric])
         self.scores[split] = scores
         self.log(f"{prefix}/{metric}", sum(s[metric] for s in scores) / len(scores), prog_bar=True)
+
+    def report(self, split: str = "test") -> dict:
+        """One score per sub-network (``subnetworks``); the whole model's (the first) is ``full_depth``."""
+        scores = self.scores.get(split, [])
+        return {"layers": [], "subnetworks": scores, "full_depth": scores[0] if scores else None}

@@ -45,9 +45,25 @@ def adamw_with_warmup(module: L.LightningModule, encoder: torch.nn.Module) -> di
 
 
 class EvaluationHooks:
-    """Mixin for a LightningModule with ``encoder``, ``_eval_step(batch)`` and ``_eval_end(split)``."""
+    """Mixin for a LightningModule with ``encoder``, ``_eval_step(batch)`` and ``_eval_end(split)`` (which fills
+    ``scores[split]``). The class attributes tell ``tokexit.train`` what the module does."""
 
+    #: the kinds of model (:attr:`tokexit.tasks.base.Task.kind`) the module trains
+    kinds: tuple[str, ...] = ("token_tagger", "sequence_classifier")
+    #: whether it predicts an unlabelled test file (into ``predictions["test"]``) rather than only scoring one
+    predicts_unlabelled = False
+    #: what one row of ``scores[split]`` is
+    scored_per = "exit layer"
+    #: more entries for the saved model's tokexit.json
+    model_meta: dict | None = None
     resumed = False  # True once fit() has restored this module from a checkpoint
+
+    def report(self, split: str = "test") -> dict:
+        """The scores of ``split`` as metrics.json gives them: each exit layer's (``layers``) and the full
+        model's (``full_depth``)."""
+        scores = self.scores.get(split, [])
+        return {"layers": [{"layer": i, **s} for i, s in enumerate(scores, start=1)], "subnetworks": None,
+                "full_depth": scores[-1] if scores else None}
 
     def validation_step(self, batch, batch_idx):
         self._eval_step(batch)

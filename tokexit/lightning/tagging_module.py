@@ -10,11 +10,15 @@ from tokexit.backbones import load_backbone
 from tokexit.data.encoding import IGNORE
 from tokexit.data.tagging import LabelSet
 from tokexit.engine import MultiExitEncoder
-from tokexit.evaluation import PredictionCollector, gather_tables, main_metric, per_sentence, score_layers
+from tokexit.inference.collect import PredictionCollector, gather_tables, per_sentence
 from tokexit.lightning.hooks import EvaluationHooks, layer_weights
+from tokexit.reporting.scores import main_metric, score_layers
 
 
 class MultiExitTaggerModule(EvaluationHooks, L.LightningModule):
+    kinds = ("token_tagger",)
+    predicts_unlabelled = True
+
     def __init__(
         self,
         labels: LabelSet,

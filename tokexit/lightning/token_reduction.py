@@ -37,18 +37,10 @@ from tokexit.engine.early_exit import early_exit_forward
 from tokexit.engine.encoder import MultiExitEncoder
 from tokexit.engine.flops import full_model_flops
 from tokexit.engine.selector import TokenSelector, default_steps
-from tokexit.evaluation import (
-    PredictionCollector,
-    classification_scores,
-    gather_tables,
-    main_metric,
-    per_sentence,
-    score_layers,
-    unique_examples,
-)
 from tokexit.exits import NoExit
 from tokexit.fates import Drop, TokenReduction
 from tokexit.fates.reduce import LABEL_REMOVED
+from tokexit.inference.collect import PredictionCollector, gather_tables, per_sentence, unique_examples
 from tokexit.lightning.hooks import EvaluationHooks
 from tokexit.lightning.rollouts import (
     ImportanceReduction,
@@ -60,7 +52,8 @@ from tokexit.lightning.rollouts import (
     rollout,
     token_importance,
 )
-from tokexit.model_io import load_classifier, load_tagger, read_meta
+from tokexit.model_io import load_model
+from tokexit.reporting.scores import classification_scores, main_metric, score_layers
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids", "word_positions", "token_word", "labels", "targets")
 SPECIAL_TOKENS = ("cls_token_id", "sep_token_id", "pad_token_id", "bos_token_id", "eos_token_id")
@@ -69,8 +62,8 @@ SPECIAL_TOKENS = ("cls_token_id", "sep_token_id", "pad_token_id", "bos_token_id"
 def load_stage1(directory: str, labels: ClassificationTask | LabelSet) -> tuple[MultiExitEncoder, object]:
     """The stage-1 tagger or classifier in ``directory`` (whichever it is) and its tokenizer; its labels and task
     must be the data's."""
-    kind = read_meta(directory).get("kind", "token_tagger")
-    model, tokenizer, saved, _ = (load_classifier if kind == "sequence_classifier" else load_tagger)(directory)
+    model, tokenizer, task, _ = load_model(directory)
+    saved = task.labels
     if saved.labels != labels.labels or saved.task != labels.task:
         raise ValueError(f"{directory}: a {saved.task} model with labels {saved.labels}, but the data is a "
                          f"{labels.task} task with labels {labels.labels}")
@@ -83,6 +76,8 @@ def special_ids(tokenizer) -> list[int]:
 
 
 class TokenReductionModule(EvaluationHooks, L.LightningModule):
+    scored_per = "run with fate=reduce"
+
     def __init__(
         self,
         labels: ClassificationTask | LabelSet,
@@ -330,3 +325,9 @@ class TokenReductionModule(EvaluationHooks, L.LightningModule):
         prefix = "val" if split == "validation" else split
         for key, value in score.items():
             self.log(f"{prefix}/{key}", value, prog_bar=key == metric, sync_dist=False)
+
+    def report(self, split: str = "test") -> dict:
+        """One score, the model as inference runs it (``fate=reduce``), and the reduction's settings."""
+        scores = self.scores.get(split, [])
+        return {"layers": [], "subnetworks": None, "full_depth": scores[0] if scores else None,
+                "reduction": self.reduction}
