@@ -71,8 +71,8 @@ def main() -> None:
                "wall_speedup": 1.0, "avg_exit_layer": float(steps)}]
     start = time.time()
     thresholds = [float(t) for t in args.regression_thresholds.split(",")]
-    points += sweep(evaluator, data, fate, policies(steps, task.labels.num_outputs, task.labels.regression,
-                                                   thresholds, args.fate), width=32)
+    settings = policies(steps, task.labels.num_outputs, task.labels.regression, thresholds, args.fate)
+    points += sweep(evaluator, data, ((series, policy, fate) for series, policy in settings), width=32)
 
     names = sorted({p["series"] for p in points if p["series"] != "full"})
     at = {name: {f"{x}x": score_at([points[0]] + [p for p in points if p["series"] == name], x)

@@ -35,25 +35,31 @@ SUMMARY = ("flops_speedup", "wall_speedup", "avg_exit_layer", "exit_histogram", 
 THRESHOLDS = [0.005, 0.01, 0.02, 0.04, 0.07, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7]
 
 
-def policies(num_layers: int, windows: list[int], thresholds: list[float], upper_factor: float, fate: str):
+def policies(num_layers: int, windows: list[int], thresholds: list[float], upper_factor: float, fate: str,
+             series: set[str], fate_object, keep_ratios: list[float]):
+    """(series, policy, fate) of every point: each policy family of ``series`` with the sweep's fate; with
+    ``reduce`` also the fate alone at p >= 0.5 (series ``none``) and at each of ``keep_ratios``."""
     if fate != "copy":  # the fate alone (with drop, the full model again)
-        yield "none", NoExit()
-    for w in windows:
+        yield "none", NoExit(), fate_object
+    for ratio in keep_ratios:
+        yield "reduce keep_ratio", NoExit(), type(fate_object)(keep_ratio=ratio,
+                                                               label_removed=fate_object.label_removed)
+    for w in windows if "token_window" in series else []:
         for t in thresholds:
-            yield f"token_window w={w}", TokenWindowExit(t, window=w, upper_factor=upper_factor)
-    for t in thresholds:
-        yield "sentence", SentenceExit(t, upper_factor=upper_factor)
-    for k in range(1, num_layers):
-        yield "static", StaticExit(k)
+            yield f"token_window w={w}", TokenWindowExit(t, window=w, upper_factor=upper_factor), fate_object
+    for t in thresholds if "sentence" in series else []:
+        yield "sentence", SentenceExit(t, upper_factor=upper_factor), fate_object
+    for k in range(1, num_layers) if "static" in series else []:
+        yield "static", StaticExit(k), fate_object
 
 
-def sweep(evaluator: Evaluator, data, fate, settings, width: int) -> list[dict]:
-    """One point per (series, policy) of ``settings``, run with ``fate``: the score and what
-    :meth:`Evaluator.measure` says about speed (timed against the full model, interleaved)."""
+def sweep(evaluator: Evaluator, data, settings, width: int) -> list[dict]:
+    """One point per (series, policy, fate) of ``settings``: the score and what :meth:`Evaluator.measure` says about
+    speed (timed against the full model, interleaved)."""
     points, metric = [], evaluator.task.metric
-    for series, policy in settings:
+    for series, policy, fate in settings:
         _, m = evaluator.measure(data, Setting(policy, fate))
-        point = {"series": series, "policy": policy.describe(), "score": m["score"][metric],
+        point = {"series": series, "policy": {**policy.describe(), **fate.describe()}, "score": m["score"][metric],
                  **{k: m[k] for k in SUMMARY}}
         points.append(point)
         settings_text = json.dumps({k: v for k, v in policy.describe().items() if v is not None})[:60]
@@ -106,6 +112,8 @@ def main() -> None:
     parser.add_argument("--thresholds", default=",".join(map(str, THRESHOLDS)))
     parser.add_argument("--upper-factor", type=float, default=1.0)
     parser.add_argument("--fate", choices=sorted(FATES), default="copy", help="token fate of every setting")
+    parser.add_argument("--series", default="token_window,sentence,static", help="policy families to sweep")
+    parser.add_argument("--keep-ratios", default="", help="reduce only: also the fate alone at these keep ratios")
     parser.add_argument("--timing-repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
@@ -124,8 +132,12 @@ def main() -> None:
     start = time.time()
     windows = [int(w) for w in args.windows.split(",")]
     thresholds = [float(t) for t in args.thresholds.split(",")]
-    points += sweep(evaluator, data, fate, policies(model.num_layers, windows, thresholds, args.upper_factor,
-                                                   args.fate), width=22)
+    ratios = [float(r) for r in args.keep_ratios.split(",") if r]
+    if ratios and args.fate != "reduce":
+        parser.error("--keep-ratios needs --fate reduce")
+    settings = policies(model.num_layers, windows, thresholds, args.upper_factor, args.fate,
+                        set(args.series.split(",")), fate, ratios)
+    points += sweep(evaluator, data, settings, width=22)
 
     series_names = sorted({p["series"] for p in points if p["series"] != "full"})
     summary_table = {

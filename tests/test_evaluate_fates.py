@@ -189,11 +189,16 @@ def test_sweeps_take_and_record_a_fate(models, tmp_path, monkeypatch):
     out = tmp_path / "tagger"
     monkeypatch.setattr(sys, "argv", ["sweep_exits.py", "--model-dir", str(models["tagger_reduce"]), "--test-file",
                                       str(models["tagging"]["test"]), "--out", str(out), "--windows", "3",
-                                      "--thresholds", "0.3", "--fate", "reduce", "--timing-repeats", "1"])
+                                      "--thresholds", "0.3", "--fate", "reduce", "--timing-repeats", "1",
+                                      "--keep-ratios", "0.8,0.3"])
     sweep_exits.main()
     report = json.loads(out.with_suffix(".json").read_text())
     assert report["fate"]["fate"] == "reduce"
-    assert {p["series"] for p in report["points"]} == {"full", "none", "token_window w=3", "sentence", "static"}
+    assert {p["series"] for p in report["points"]} == {"full", "none", "reduce keep_ratio", "token_window w=3",
+                                                       "sentence", "static"}
+    kept = [p for p in report["points"] if p["series"] == "reduce keep_ratio"]
+    assert [p["policy"]["keep_ratio"] for p in kept] == [0.8, 0.3]
+    assert kept[0]["flops_speedup"] < kept[1]["flops_speedup"]  # keeping fewer tokens is cheaper
     assert all("tokens_per_layer" in p and p["full_forward_seconds"] > 0 for p in report["points"][1:])
     assert out.with_suffix(".csv").is_file() and out.with_suffix(".png").is_file()
 
