@@ -54,3 +54,15 @@ def shared(relative: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is absent (../shared/data is only on the project's machines)")
     return path
+
+
+def read_predictions(path: Path) -> list[list[list[str]]]:
+    """A predictions file (one TAB-separated word per line, a blank line after every sentence) as rows per sentence."""
+    sentences, current = [], []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line:
+            current.append(line.split("\t"))
+        else:
+            sentences.append(current)
+            current = []
+    return sentences

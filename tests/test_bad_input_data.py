@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import REPO, shared, synthetic_sentences, write_conll
+from conftest import REPO, read_predictions, shared, synthetic_sentences, write_conll
 from hydra import compose, initialize_config_dir
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -286,17 +286,6 @@ def test_classifier_files_are_checked_before_training(tmp_path):
 # ----------------------------------------------------------------------------- training: unlabelled / empty files
 
 
-def read_conll_rows(path: Path) -> list[list[list[str]]]:
-    sentences, current = [], []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line:
-            current.append(line.split("\t"))
-        else:
-            sentences.append(current)
-            current = []
-    return sentences
-
-
 @pytest.fixture(scope="module")
 def tagged_unlabelled(tmp_path_factory) -> dict:
     """A tagger trained on IOB1 files whose test file has no labels."""
@@ -319,7 +308,7 @@ def test_unlabelled_test_file_is_tagged_not_scored(tagged_unlabelled):
     assert metrics["data"] == "custom" and metrics["data_config"] == "wnut16"
     assert metrics["files"] == {k: str(v) for k, v in tagged_unlabelled["files"].items()}
     assert (run / "model" / "tokexit.json").is_file()  # the model is saved
-    rows = read_conll_rows(run / "test_predictions.conll")
+    rows = read_predictions(run / "test_predictions.conll")
     assert [[r[0] for r in s] for s in rows] == [[w for w, _ in s] for s in tagged_unlabelled["test"]]
     assert all(len(r) == 3 and r[1] == "-" for s in rows for r in s)  # word, no gold tag, prediction
     for s in rows:  # written in the training files' scheme, IOB1: B-X only right after an X

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import shared, synthetic_sentences, write_conll
+from conftest import read_predictions, shared, synthetic_sentences, write_conll
 from hydra import compose, initialize_config_dir
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -197,17 +197,6 @@ def test_collate_fills_word_sentence_for_rows_of_one_sentence():
 def config(name: str, overrides: list[str]):
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return compose(name, overrides=overrides)
-
-
-def read_predictions(path: Path) -> list[list[list[str]]]:
-    sentences, current = [], []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line:
-            current.append(line.split("\t"))
-        else:
-            sentences.append(current)
-            current = []
-    return sentences
 
 
 def test_configs_take_the_context():

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import synthetic_sentences, write_conll
+from conftest import read_predictions, synthetic_sentences, write_conll
 from hydra import compose, initialize_config_dir
 
 from tokexit import CONFIG_DIR
@@ -31,17 +31,6 @@ def data_overrides(files: dict[str, Path]) -> list[str]:
 def run_evaluate(model_dir: Path, test_file: Path, out: Path, *extra: str) -> dict:
     return evaluate(config("evaluate", [f"model_dir={model_dir}", f"data.test_file={test_file}",
                                         f"output_dir={out}", "batch_size=5", *extra]))
-
-
-def read_predictions(path: Path) -> list[list[list[str]]]:
-    sentences, current = [], []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line:
-            current.append(line.split("\t"))
-        else:
-            sentences.append(current)
-            current = []
-    return sentences
 
 
 @pytest.fixture(scope="module")

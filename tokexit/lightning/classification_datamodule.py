@@ -15,6 +15,7 @@ from tokexit.data.classification import ClassificationTask, collate_examples, en
 from tokexit.data.conll import open_text_lines
 from tokexit.data.glue import Example, TsvColumns, read_tsv
 from tokexit.data.tagging import LengthGroupedSampler
+from tokexit.lightning.hooks import check_evaluation_files
 
 log = logging.getLogger(__name__)
 
@@ -106,11 +107,14 @@ class ClassificationDataModule(L.LightningDataModule):
         return "labelled" if examples[0].label is not None else "unlabelled"
 
     def _no_labels(self, split: str) -> str:
+        return f"data.{split}_file={self.files[split]}: {self._missing_labels()}"
+
+    def _missing_labels(self) -> str:
         label = self.columns.label
         if label is None:
-            return f"data.{split}_file={self.files[split]}: no labels (data.label=null)"
+            return "no labels (data.label=null)"
         where = "in the header" if isinstance(label, str) else "(too few fields)"
-        return f"data.{split}_file={self.files[split]}: no label column {label!r} {where} (data.label={label})"
+        return f"no label column {label!r} {where} (data.label={label})"
 
     def _check_files(self) -> None:
         """Training and validation files must be labelled and not empty, in a useful way; an empty validation
@@ -129,25 +133,10 @@ class ClassificationDataModule(L.LightningDataModule):
                 if len(found) < 2:
                     raise ValueError(f"{where['train']}: every example has the label {found[0]!r}: a "
                                      "classifier needs at least two different labels to learn anything")
-        status = self.status("validation")
-        if status == "unlabelled":
-            raise ValueError(f"{self._no_labels('validation')}: validation scores the model after every epoch to "
-                             "keep the best one, so it needs gold labels; give a labelled file, or "
-                             "data.validation_file=null to train without validation")
-        if status == "labelled" and self.regression and len(self.examples["validation"]) < 2:
+        if self.status("validation") == "labelled" and self.regression and len(self.examples["validation"]) < 2:
             raise ValueError(f"{where['validation']}: one example, but {self.metric or 'pearson'} correlation needs "
                              "at least two")
-        if status == "empty":
-            log.warning("%s is empty: no validation, so no model selection: the model of the last epoch is kept",
-                        where["validation"])
-        elif status == "none":
-            log.info("no data.validation_file: no model selection, the model of the last epoch is kept")
-        status = self.status("test")
-        if status == "empty":
-            log.warning("%s is empty: the model will be trained and saved, but not tested", where["test"])
-        elif status == "unlabelled":
-            log.info("%s has no labels: after training the model predicts them (output_dir/test_predictions.tsv), "
-                     "nothing is scored", where["test"])
+        check_evaluation_files(self.status, where, self._missing_labels(), "test_predictions.tsv")
 
     def setup(self, stage: str | None = None) -> None:
         self.prepare()

@@ -22,6 +22,7 @@ from tokexit.data.tagging import (
     load_corpus,
     report_unseen_labels,
 )
+from tokexit.lightning.hooks import check_evaluation_files
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "validation", "test")
@@ -123,22 +124,8 @@ class TaggingDataModule(L.LightningDataModule):
             if len(found) < 2:
                 raise ValueError(f"{where['train']}: every word has the label '{found.pop()}': a tagger needs at "
                                  "least two different labels to learn anything")
-        status = self.status("validation")
-        if status == "unlabelled":
-            raise ValueError(f"{where['validation']}: no labels (one column per line, or data.label_column=null): "
-                             "validation scores the model after every epoch to keep the best one, so it needs gold "
-                             "tags; give a labelled file, or data.validation_file=null to train without validation")
-        if status == "empty":
-            log.warning("%s is empty: no validation, so no model selection: the model of the last epoch is kept",
-                        where["validation"])
-        elif status == "none":
-            log.info("no data.validation_file: no model selection, the model of the last epoch is kept")
-        status = self.status("test")
-        if status == "empty":
-            log.warning("%s is empty: the model will be trained and saved, but not tested", where["test"])
-        elif status == "unlabelled":
-            log.info("%s has no labels: after training it is tagged (output_dir/test_predictions.conll), not "
-                     "scored", where["test"])
+        check_evaluation_files(self.status, where, "no labels (one column per line, or data.label_column=null)",
+                               "test_predictions.conll")
 
     def _backbone_max_length(self) -> int:
         limit = self.tokenizer.model_max_length

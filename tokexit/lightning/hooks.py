@@ -4,11 +4,14 @@ beyond Lightning's own checkpoint."""
 
 from __future__ import annotations
 
+import logging
+
 import lightning as L
 import torch
 from lightning.pytorch.trainer.states import TrainerFn
 from transformers import get_linear_schedule_with_warmup
 
+log = logging.getLogger(__name__)
 
 def layer_weights(num_layers: int, kind: str) -> torch.Tensor:
     """Joint-loss weights: ``linear`` (layer i gets i / Σ i, deeper exits count more) or ``uniform``."""
@@ -90,3 +93,26 @@ class EvaluationHooks:
         if trainer is not None and trainer.state.fn == TrainerFn.FITTING:  # not when test() loads the best checkpoint
             self.resumed = True
             self.scores.update(checkpoint.get("tokexit_scores", {}))
+
+
+def check_evaluation_files(status, where: dict[str, str], unlabelled_validation: str, test_predictions: str) -> None:
+    """The validation and test checks every data module makes before training: an unlabelled validation file is an
+    error (``unlabelled_validation`` says what it lacks); an empty or absent one means no model selection (the
+    last epoch is kept); an empty test file is trained past, an unlabelled one predicted into
+    ``output_dir/<test_predictions>``, not scored. ``status(split)`` is the data module's file status."""
+    validation = status("validation")
+    if validation == "unlabelled":
+        raise ValueError(f"{where['validation']}: {unlabelled_validation}: validation scores the model after every "
+                         "epoch to keep the best one, so it needs gold labels; give a labelled file, or "
+                         "data.validation_file=null to train without validation")
+    if validation == "empty":
+        log.warning("%s is empty: no validation, so no model selection: the model of the last epoch is kept",
+                    where["validation"])
+    elif validation == "none":
+        log.info("no data.validation_file: no model selection, the model of the last epoch is kept")
+    test = status("test")
+    if test == "empty":
+        log.warning("%s is empty: the model will be trained and saved, but not tested", where["test"])
+    elif test == "unlabelled":
+        log.info("%s has no labels: after training it is predicted (output_dir/%s), not scored", where["test"],
+                 test_predictions)
