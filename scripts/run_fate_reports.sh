@@ -48,3 +48,9 @@ $PY scripts/fates_report.py --data "CoNLL-2003 eng.testb, token window w=5, wall
   --out reports/fates_conll2003_wall
 $PY scripts/fates_report.py --data "CoNLL-2000 chunking test, sentence inputs" reports/fates_conll2000_copy.json \
   reports/fates_conll2000_drop.json --out reports/fates_conll2000
+# a removed word's label: last head on the restored state vs its own layer's head, on dev
+for lr in last_head exit_head; do
+  $PY -m tokexit.evaluate model_dir=runs/conll2003-reduce-a0.2/model data=conll2003 data.test_file="$S/conll2003/eng.testa" \
+    fate=reduce fate.label_removed=$lr batch_size=32 timing_repeats=1 output_dir=reports/eval_conll2003_reduce_dev_$lr
+done
+rm -f reports/eval_conll2003_reduce_dev_*/predictions.conll
