@@ -54,3 +54,12 @@ for lr in last_head exit_head; do
     fate=reduce fate.label_removed=$lr batch_size=32 timing_repeats=1 output_dir=reports/eval_conll2003_reduce_dev_$lr
 done
 rm -f reports/eval_conll2003_reduce_dev_*/predictions.conll
+# document context: a tagger trained on whole documents (2 epochs = 264 steps at batch 8: a first, undertrained run)
+[ -d runs/conll2003-doc/model ] || $PY -m tokexit.train experiment=conll2003_minilm data.context=document \
+  trainer.max_epochs=2 data.batch_size=8 output_dir=runs/conll2003-doc
+for fate in copy drop; do
+  $PY -m tokexit.evaluate model_dir=runs/conll2003-doc/model data=conll2003 data.context=document exit=token_window \
+    exit.window=5 exit.threshold=0.03 fate=$fate batch_size=32 timing_repeats=2 \
+    output_dir=reports/eval_conll2003_document_tw5_$fate
+done
+rm -f reports/eval_conll2003_document_tw5_*/predictions.conll
