@@ -60,7 +60,6 @@ class WordExits(Exits):
         self.uncertainty = torch.zeros(self.words.shape, device=self.words.device)  # latest, frozen once stopped
         self.predictions = torch.zeros(self.words.shape, dtype=torch.long, device=self.words.device)
         self.exit_layers = torch.zeros_like(self.predictions)
-        self.entering: list[torch.Tensor] = []  # per step, the (B, W) words active entering it
         self._all_active = True
 
     def computed(self, step: int) -> torch.Tensor:
@@ -69,7 +68,6 @@ class WordExits(Exits):
         return token_activity(self.active, self.token_word, self.attention_mask)
 
     def after_layer(self, step, exit_index, hidden, rows, real) -> torch.Tensor | None:
-        self.entering.append(self.active.clone())
         last = step == self.num_steps - 1
         if not (last or self.policy.can_stop(step, self.num_steps)):
             return None

@@ -86,8 +86,9 @@ class SelfSamplingTaggerModule(MultiExitTaggerModule):
         encoder.train(was_training)
         ran = len(record.computed)  # steps after every word stopped compute nothing
         token_masks = record.computed + [torch.zeros_like(attention, dtype=torch.bool)] * (num_steps - ran)
-        word_masks = exits.entering + [torch.zeros_like(positions, dtype=torch.bool)] * (num_steps - ran)
-        return torch.stack(token_masks), torch.stack(word_masks)
+        steps = torch.arange(num_steps, device=ids.device)[:, None, None]  # (S, 1, 1)
+        word_masks = exits.exit_layers[None] > steps  # (S, B, W): a word stopping after step s is active up to s
+        return torch.stack(token_masks), word_masks
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         token_masks, word_masks = self.sample_masks(batch)  # (L, B, T), (L, B, W)
