@@ -63,3 +63,5 @@ for fate in copy drop; do
     output_dir=reports/eval_conll2003_document_tw5_$fate
 done
 rm -f reports/eval_conll2003_document_tw5_*/predictions.conll
+# inputs per context (the README figures)
+$PY scripts/document_inputs.py "$S/conll2003/eng.testb"
