@@ -30,9 +30,19 @@ from tokexit.reporting.tradeoff import score_at
 THRESHOLDS = [0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 
 
-def policies(num_layers: int, num_classes: int, regression: bool, regression_thresholds: list[float], fate: str):
+def policies(num_layers: int, num_classes: int, regression: bool, regression_thresholds: list[float], fate: str,
+             fate_object, keep_ratios: list[float]):
+    """(series, policy, fate) of every point; with ``reduce`` also the fate alone at p >= 0.5 (series ``none``) and
+    at each of ``keep_ratios``."""
     if fate != "copy":  # the fate alone
-        yield "none", NoExit()
+        yield "none", NoExit(), fate_object
+    for ratio in keep_ratios:
+        yield "reduce keep_ratio", NoExit(), type(fate_object)(keep_ratio=ratio)
+    for series, policy in exit_policies(num_layers, num_classes, regression, regression_thresholds):
+        yield series, policy, fate_object
+
+
+def exit_policies(num_layers: int, num_classes: int, regression: bool, regression_thresholds: list[float]):
     for p in range(1, num_layers):
         if regression:
             for t in regression_thresholds:
@@ -55,6 +65,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--regression-thresholds", default="0.05,0.1,0.2,0.4")
     parser.add_argument("--fate", choices=sorted(FATES), default="copy", help="token fate of every setting")
+    parser.add_argument("--keep-ratios", default="", help="reduce only: also the fate alone at these keep ratios")
     parser.add_argument("--timing-repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
@@ -71,8 +82,11 @@ def main() -> None:
                "wall_speedup": 1.0, "avg_exit_layer": float(steps)}]
     start = time.time()
     thresholds = [float(t) for t in args.regression_thresholds.split(",")]
-    settings = policies(steps, task.labels.num_outputs, task.labels.regression, thresholds, args.fate)
-    points += sweep(evaluator, data, ((series, policy, fate) for series, policy in settings), width=32)
+    ratios = [float(r) for r in args.keep_ratios.split(",") if r]
+    if ratios and args.fate != "reduce":
+        parser.error("--keep-ratios needs --fate reduce")
+    settings = policies(steps, task.labels.num_outputs, task.labels.regression, thresholds, args.fate, fate, ratios)
+    points += sweep(evaluator, data, settings, width=32)
 
     names = sorted({p["series"] for p in points if p["series"] != "full"})
     at = {name: {f"{x}x": score_at([points[0]] + [p for p in points if p["series"] == name], x)

@@ -106,6 +106,8 @@ def main() -> None:
     parser.add_argument("--test-file", required=True)
     parser.add_argument("--format", default="auto")
     parser.add_argument("--strip-position-digit", action="store_true")
+    parser.add_argument("--context", choices=("sentence", "document"), default="sentence",
+                        help="document: pack each document's sentences into inputs of up to 512 subwords")
     parser.add_argument("--out", required=True, help="prefix: writes PREFIX.json, PREFIX.csv, PREFIX.png")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--windows", default="1,3,5,9,15")
@@ -121,7 +123,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     model, tokenizer, task, meta = load_model(args.model_dir, "token_tagger")
-    options = {"format": args.format, "strip_position_digit": args.strip_position_digit}
+    options = {"format": args.format, "strip_position_digit": args.strip_position_digit, "context": args.context}
     read = task.reader(options, tokenizer, args.batch_size, meta.get("max_length", 512))
     evaluator = Evaluator(model, task, read, timing_repeats=args.timing_repeats)
     data = evaluator.read(args.test_file)
@@ -146,8 +148,8 @@ def main() -> None:
     }
     out = Path(args.out)
     write_json(out.with_suffix(".json"), {
-        "command": command_line(), "model_dir": args.model_dir, "test_file": args.test_file, "metric": metric,
-        "fate": fate.describe(), "full_score": full_score, "batch_size": args.batch_size,
+        "command": command_line(), "model_dir": args.model_dir, "test_file": args.test_file, "context": args.context,
+        "metric": metric, "fate": fate.describe(), "full_score": full_score, "batch_size": args.batch_size,
         "full_forward_seconds": min((p["full_forward_seconds"] for p in points[1:]), default=None),
         "threads": torch.get_num_threads(), "sweep_seconds": round(time.time() - start, 1),
         "score_at_speedup": summary_table, "points": points,

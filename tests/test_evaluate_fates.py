@@ -211,6 +211,17 @@ def test_sweeps_take_and_record_a_fate(models, tmp_path, monkeypatch):
     assert report["fate"] == {"fate": "drop"} and len(report["layer_scores"]) == 3
     assert {p["series"] for p in report["points"]} >= {"full", "none", "patience", "static"}
 
+    out = tmp_path / "classifier_reduce"
+    monkeypatch.setattr(sys, "argv", ["sweep_classification.py", "--model-dir", str(models["classifier_reduce"]),
+                                      "--test-file", str(models["sentiment"]["test"]), "--out", str(out), "--fate",
+                                      "reduce", "--keep-ratios", "0.9,0.4", "--timing-repeats", "1"])
+    sweep_classification.main()
+    report = json.loads(out.with_suffix(".json").read_text())
+    kept = [p for p in report["points"] if p["series"] == "reduce keep_ratio"]
+    assert [p["policy"]["keep_ratio"] for p in kept] == [0.9, 0.4]
+    assert kept[0]["flops_speedup"] < kept[1]["flops_speedup"]
+    assert {p["policy"]["fate"] for p in report["points"][1:]} == {"reduce"}
+
 
 # ----------------------------------------------------------------------------- timing and calibration
 
