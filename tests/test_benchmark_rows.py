@@ -76,19 +76,42 @@ POLICIES = [NoExit(), PrescribedExit(0.75, layer=1), PrescribedExit(1.0, layer=2
 STEPS = {"none": 4, "prescribed-0.75": 4, "prescribed-1.0": 2}  # layers run, where the policy alone decides
 
 
-@pytest.mark.parametrize("policy", POLICIES, ids=lambda p: "-".join(str(v) for v in list(p.describe().values())[:3]))
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_gemm_rows_match_the_engine(policy, seed):
-    enc = encoder(seed=1, labels=5)
-    batch = random_batch(6, 9, seed)
+def record_rows(enc, names: tuple[str, ...], monkeypatch) -> tuple[dict[tuple[int, str], list[int]], list]:
+    """Rows each linear layer ``names`` of every layer is called with, as (layer, name) -> [rows per call]; the fused
+    query/key/value GEMM (:func:`tokexit.engine.layer.project_qkv`, where the three get the same rows) counts as one
+    call of each. Returns the record and the hooks to remove."""
+    import tokexit.engine.halting as halting
+    import tokexit.engine.layer as layer_module
+
     seen: dict[tuple[int, str], list[int]] = {}
+    layer_of = {id(enc.layer_parts(layer).query): layer for layer in range(enc.num_layers)}
+    fused = layer_module.project_qkv
+
+    def project(parts, hidden):
+        if layer_module.fused_qkv(parts) is not None:  # one GEMM: record it for query and key, skip their hooks
+            for name in set(names) & {"query", "key"}:
+                rows = hidden.reshape(-1, hidden.shape[-1]).shape[0]
+                seen.setdefault((layer_of[id(parts.query)], name), []).append(rows)
+        return fused(parts, hidden)
+
+    monkeypatch.setattr(layer_module, "project_qkv", project)
+    monkeypatch.setattr(halting, "project_qkv", project)
     hooks = []
     for layer in range(enc.num_layers):
         parts = enc.layer_parts(layer)
-        for name in ("query", "key", "ffn_out"):
-            def record(module, args, output, key=(layer, name)):
+        for name in names:
+            def hook(module, args, output, key=(layer, name)):
                 seen.setdefault(key, []).append(args[0].reshape(-1, args[0].shape[-1]).shape[0])
-            hooks.append(getattr(parts, name).register_forward_hook(record))
+            hooks.append(getattr(parts, name).register_forward_hook(hook))
+    return seen, hooks
+
+
+@pytest.mark.parametrize("policy", POLICIES, ids=lambda p: "-".join(str(v) for v in list(p.describe().values())[:3]))
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_gemm_rows_match_the_engine(policy, seed, monkeypatch):
+    enc = encoder(seed=1, labels=5)
+    batch = random_batch(6, 9, seed)
+    seen, hooks = record_rows(enc, ("query", "key", "ffn_out"), monkeypatch)
     try:
         out = run(enc, policy, batch)
     finally:
@@ -115,17 +138,13 @@ def test_gemm_rows_match_the_engine(policy, seed):
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_gemm_rows_match_the_engine_when_stopped_tokens_leave(seed):
+def test_gemm_rows_match_the_engine_when_stopped_tokens_leave(seed, monkeypatch):
     """The drop fate packs keys and values too: the replayed rows are still the rows the engine computes."""
     from tokexit.engine import early_exit_forward
     from tokexit.fates import Drop
 
     enc, batch = encoder(seed=1, labels=5), random_batch(6, 9, seed)
-    seen: dict[tuple[int, str], list[int]] = {}
-    hooks = [getattr(enc.layer_parts(layer), name).register_forward_hook(
-                 lambda m, args, out, key=(layer, name): seen.setdefault(key, []).append(
-                     args[0].reshape(-1, args[0].shape[-1]).shape[0]))
-             for layer in range(enc.num_layers) for name in ("query", "key")]
+    seen, hooks = record_rows(enc, ("query", "key"), monkeypatch)
     try:
         out = early_exit_forward(enc, TokenWindowExit(0.9, window=1), batch["input_ids"], batch["attention_mask"],
                                  batch["word_positions"], batch["token_word"], fate=Drop())

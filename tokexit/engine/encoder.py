@@ -9,7 +9,7 @@ from transformers import PreTrainedModel
 from tokexit.backbones import adapter_for
 from tokexit.backbones.base import LayerParts
 from tokexit.engine.heads import ExitHead
-from tokexit.engine.layer import encoder_layer
+from tokexit.engine.layer import encoder_layer, forget_fused
 from tokexit.engine.loop import Exits, run_layers
 from tokexit.engine.selector import TokenSelector
 from tokexit.engine.subnetwork import SubNetwork, slice_layer
@@ -38,6 +38,12 @@ class MultiExitEncoder(nn.Module):
         self.subnetwork = SubNetwork()
         self.selector = selector
         self.train()  # from_pretrained returns the backbone in eval mode; callers pick the mode
+
+    def train(self, mode: bool = True) -> MultiExitEncoder:
+        """Set training or evaluation mode, dropping cached fused query/key/value weights (a training step may have
+        changed the weights without a trace: :func:`~tokexit.engine.layer.forget_fused`)."""
+        forget_fused()
+        return super().train(mode)
 
     @property
     def num_layers(self) -> int:

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from tokexit.backbones.base import LayerParts
-from tokexit.engine.layer import encoder_layer
+from tokexit.engine.layer import encoder_layer, project_qkv
 
 
 def gather_active(hidden: torch.Tensor, active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -60,20 +60,27 @@ def sparse_layer(
     slot = (act.cumsum(1) - 1)[r, c]  # position of each computed token among its sentence's computed tokens
     b, n, d = len(busy), parts.num_heads, parts.head_dim
     q_max = int(act.sum(1).max())
-    q = _padded(parts.query(x), r, slot, b, q_max)  # (B', Q, n*d) padded queries
+    every_key = torch.equal(visible, busy_real[:, :t])  # halt-and-copy: every real token is a key
+    own_keys = not every_key and torch.equal(visible, act)  # drop: the computed tokens are the keys
+    if own_keys:  # queries, keys and values of the same packed rows: one fused GEMM
+        qx, kx, vx = project_qkv(parts, x)  # (N, n*d) each
+    else:
+        qx = parts.query(x)
+    q = _padded(qx, r, slot, b, q_max)  # (B', Q, n*d) padded queries
 
-    if torch.equal(visible, busy_real[:, :t]):  # halt-and-copy: every real token is a key
+    if every_key:
         k = parts.key(states)  # (B', T', n*d)
         v = parts.value(states)
         key_mask = visible
     else:  # keys are a subset: pack them too, so attention shrinks with the sequence
-        if torch.equal(visible, act):
-            kx, kr, kslot, k_max = x, r, slot, q_max
+        if own_keys:
+            kr, kslot, k_max = r, slot, q_max
         else:
             kx, kr, kc = gather_active(states, visible)
             kslot, k_max = (visible.cumsum(1) - 1)[kr, kc], int(visible.sum(1).max())
-        k = _padded(parts.key(kx), kr, kslot, b, k_max)  # (B', K, n*d)
-        v = _padded(parts.value(kx), kr, kslot, b, k_max)
+            kx, vx = parts.key(kx), parts.value(kx)
+        k = _padded(kx, kr, kslot, b, k_max)  # (B', K, n*d)
+        v = _padded(vx, kr, kslot, b, k_max)
         key_mask = torch.arange(k_max, device=x.device)[None, :] < visible.sum(1)[:, None]  # (B', K)
     k_len = k.shape[1]
     k = k.view(b, k_len, n, d).transpose(1, 2)  # (B', n, K, d)

@@ -1,19 +1,74 @@
 """One post-LN transformer encoder layer, computed from an adapter's :class:`LayerParts`.
 
 This is the single place where tokexit does a layer's arithmetic, for the full model and for early exit.
+
+At inference (no gradients wanted) query, key and value run as one GEMM of their stacked weights
+(:func:`fused_qkv`); training, a sliced sub-network and int8 layers call the three modules.
 """
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from tokexit.backbones.base import LayerParts
+
+# query module -> (versions and storages of the three weights and biases it was built from, fused weight, bias)
+_FUSED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def key_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """(B, T) 1/0 padding mask -> (B, 1, 1, T) boolean mask for ``scaled_dot_product_attention``."""
     return attention_mask.bool()[:, None, None, :]
+
+
+def forget_fused() -> None:
+    """Drop every cached fused query/key/value weight. Called whenever a model switches between training and
+    evaluation (:meth:`~tokexit.engine.encoder.MultiExitEncoder.train`): fused optimizers (``AdamW(fused=True)``)
+    update weights in place without bumping their version counter, so the stamp alone cannot see a training step."""
+    _FUSED.clear()
+
+
+def _stamp(linears: tuple[nn.Linear, ...]) -> tuple:
+    """What identifies the current values of the linears' weights and biases (in-place updates bump ``_version``)."""
+    return tuple((t.data_ptr(), t._version, t.shape) for m in linears for t in (m.weight, m.bias))
+
+
+def fused_qkv(parts: LayerParts) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The (3·n·d, H) weight and (3·n·d,) bias of query, key and value stacked, for one GEMM instead of three; None
+    where they cannot be fused: not three plain biased ``nn.Linear`` (a sliced sub-network, an int8 model) or
+    gradients wanted (training keeps the three modules, so gradients reach them as they are). Cached per layer and
+    rebuilt whenever a weight changes in place or is replaced."""
+    linears = (parts.query, parts.key, parts.value)
+    if any(type(m) is not nn.Linear or m.bias is None for m in linears):
+        return None
+    if any(m.weight.is_inference() for m in linears):  # created under inference_mode: no version counter to check
+        return None
+    if torch.is_grad_enabled() and any(m.weight.requires_grad or m.bias.requires_grad for m in linears):
+        return None
+    stamp = _stamp(linears)
+    cached = _FUSED.get(parts.query)
+    if cached is None or cached[0] != stamp:
+        with torch.no_grad():
+            weight = torch.cat([m.weight for m in linears])  # (3·n·d, H)
+            bias = torch.cat([m.bias for m in linears])
+        cached = _FUSED[parts.query] = (stamp, weight, bias)
+    return cached[1], cached[2]
+
+
+def project_qkv(parts: LayerParts, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(…, H) -> query, key and value (…, n·d) each: one fused GEMM where :func:`fused_qkv` allows it."""
+    joint = getattr(parts.query, "joint_qkv", None)  # int8 layers carry one module for the three
+    if joint is not None and getattr(parts.key, "joint_qkv", None) is joint and \
+            getattr(parts.value, "joint_qkv", None) is joint:
+        return joint(hidden).chunk(3, dim=-1)
+    fused = fused_qkv(parts)
+    if fused is None:
+        return parts.query(hidden), parts.key(hidden), parts.value(hidden)
+    return F.linear(hidden, *fused).chunk(3, dim=-1)
 
 
 def encoder_layer(
@@ -32,7 +87,7 @@ def encoder_layer(
     def heads(x: torch.Tensor) -> torch.Tensor:  # (B, T, n*d) -> (B, n, T, d)
         return x.view(b, t, n, d).transpose(1, 2)
 
-    q, k, v = heads(parts.query(hidden)), heads(parts.key(hidden)), heads(parts.value(hidden))
+    q, k, v = map(heads, project_qkv(parts, hidden))
     context = F.scaled_dot_product_attention(
         q, k, v, attn_mask=mask, dropout_p=attention_dropout if training else 0.0
     )  # (B, n, T, d)

@@ -1,0 +1,74 @@
+"""The fused query/key/value GEMM of ``tokexit.engine.layer``: equal to the three modules at inference, rebuilt
+when a weight changes in place, never used where gradients are wanted."""
+
+from __future__ import annotations
+
+import torch
+from test_early_exit import CONFIG
+from transformers import AutoModel
+
+from tokexit.engine import MultiExitEncoder
+from tokexit.engine.layer import fused_qkv, project_qkv
+
+
+def model(seed: int = 0) -> MultiExitEncoder:
+    torch.manual_seed(seed)
+    return MultiExitEncoder(AutoModel.from_config(CONFIG), num_labels=5).eval()
+
+
+def test_fused_projection_equals_the_three_modules():
+    parts = model().layer_parts(1)
+    x = torch.randn(3, 7, CONFIG.hidden_size)
+    with torch.no_grad():
+        assert fused_qkv(parts) is not None
+        fused = project_qkv(parts, x)
+        for got, module in zip(fused, (parts.query, parts.key, parts.value), strict=True):
+            assert (got - module(x)).abs().max() <= 1e-6
+
+
+def test_fused_weights_follow_in_place_updates():
+    """Rewiring and load_state_dict change weights in place under no_grad: the cached stack must follow."""
+    enc = model()
+    parts = enc.layer_parts(0)
+    x = torch.randn(5, CONFIG.hidden_size)
+    with torch.no_grad():
+        project_qkv(parts, x)  # builds the cache
+        parts.key.weight.mul_(-2.0)
+        parts.value.bias.add_(1.0)
+        enc.load_state_dict({k: v.clone() + 0.5 if "query" in k else v for k, v in enc.state_dict().items()})
+        q, k, v = project_qkv(parts, x)
+        assert (q - parts.query(x)).abs().max() <= 1e-6
+        assert (k - parts.key(x)).abs().max() <= 1e-6
+        assert (v - parts.value(x)).abs().max() <= 1e-6
+
+
+def test_training_keeps_the_three_modules_and_their_gradients():
+    enc = model().train()
+    ids = torch.randint(5, 100, (2, 9))
+    states = enc.hidden_states(ids, torch.ones_like(ids))
+    assert fused_qkv(enc.layer_parts(0)) is None  # gradients wanted: no fused copy
+    states[-1].sum().backward()
+    for layer in range(CONFIG.num_hidden_layers):
+        parts = enc.layer_parts(layer)
+        assert all(m.weight.grad is not None and m.weight.grad.abs().sum() > 0
+                   for m in (parts.query, parts.key, parts.value))
+
+
+def test_fused_weights_follow_a_fused_optimizer_step():
+    """``AdamW(fused=True)`` updates weights without bumping their version counter: after a training step, the
+    evaluation (as Lightning's validation runs it: ``model.eval()`` then no_grad) must see the new weights."""
+    enc = model()
+    parts = enc.layer_parts(0)
+    x = torch.randn(5, CONFIG.hidden_size)
+    with torch.no_grad():
+        project_qkv(parts, x)  # builds the cache in eval mode
+    optimizer = torch.optim.AdamW(enc.parameters(), lr=0.5, fused=True)
+    enc.train()
+    ids = torch.randint(5, 100, (2, 9))
+    enc.hidden_states(ids, torch.ones_like(ids))[-1].pow(2).sum().backward()
+    optimizer.step()
+    enc.eval()
+    with torch.no_grad():
+        q, k, v = project_qkv(parts, x)
+        assert (q - parts.query(x)).abs().max() <= 1e-6
+        assert (k - parts.key(x)).abs().max() <= 1e-6
