@@ -1,6 +1,6 @@
 """A normal (non-editable) install works: the wheel holds every config and module, and the installed console scripts
-(``tokexit-train``, ``tokexit-evaluate``, ``tokexit-export``) and ``python -m tokexit.train`` run from a directory
-outside the checkout, on the packaged configs plus a user's own config directory (``--config-dir`` and
+(``tokexit-train``, ``tokexit-evaluate``, ``tokexit-export``, ``tokexit-tag``) and ``python -m tokexit.train`` run
+from a directory outside the checkout, on the packaged configs plus a user's own config directory (``--config-dir`` and
 ``hydra.searchpath``).
 
 The wheel goes into a fresh venv; the dependencies come from this venv's site-packages through a plain path line in
@@ -24,7 +24,7 @@ from test_configs import write_user_configs
 pytestmark = pytest.mark.slow
 
 SCRIPTS = {"tokexit-train": "tokexit.train:main", "tokexit-evaluate": "tokexit.evaluate:main",
-           "tokexit-export": "tokexit.export.__main__:main"}
+           "tokexit-export": "tokexit.export.__main__:main", "tokexit-tag": "tokexit.tag:main"}
 SHIPPED = {".py", ".yaml", ".json"}  # every such file under tokexit/ must be in the wheel
 TIMEOUT = 300
 
@@ -146,6 +146,14 @@ def test_console_scripts_run_outside_the_checkout(installed, tmp_path):
     check(subprocess.CompletedProcess(evaluate.args, evaluate.returncode, out, err), "tokexit-evaluate")
     check(export, "tokexit-export")
     assert (tmp_path / "eval" / "metrics.json").is_file()
+    text = tmp_path / "raw.txt"
+    text.write_text("Alice flew to Paris .\n\nBob stayed\n")
+    check(run([str(bin_dir / "tokexit-tag"), f"model_dir={run_a / 'model'}", f"input={text}",
+               f"output={tmp_path / 'raw.conll'}"], work, env), "tokexit-tag")
+    lines = (tmp_path / "raw.conll").read_text().split("\n")  # a blank line ends a sentence; the empty one is blank
+    assert [line.split("\t")[0] for line in lines] == ["Alice", "flew", "to", "Paris", ".", "", "", "Bob", "stayed",
+                                                       "", ""]
+    assert all(len(line.split("\t")) == 2 for line in lines if line)  # word and tag
     # the exported model directory carries the slim_bert code from the installed package
     assert {"modeling_slim_bert.py", "configuration_slim_bert.py", "export.json"} <= {
         p.name for p in (tmp_path / "small").iterdir()}

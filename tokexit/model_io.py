@@ -10,11 +10,19 @@ selector (TR-BERT, ``model=token_reduction``) also has ``selector.safetensors``,
 Loading never runs code from the directory (an exported ``slim_bert`` backbone is built by tokexit's own registered
 classes; ``auto_map`` and shipped ``.py`` files are ignored) and never unpickles (safetensors only). A missing,
 damaged or truncated file raises FileNotFoundError or :class:`ModelFormatError` naming it.
+
+Speed profiles: ``tokexit.json`` may hold ``profiles``, calibrated settings by FLOPs speed-up (``"2"``, ``"2.5"``):
+each the exit policy and token fate (by name and arguments, rebuilt from tokexit's own classes, never imported by
+path), the speed-ups and scores measured when it was made (:func:`save_profile`, written by ``tokexit.evaluate
+... exit.target_speedup=2 save_profile=true``), used by ``speed=2`` (:func:`profile_setting`).
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
+import tempfile
 from pathlib import Path
 
 import torch
@@ -35,11 +43,19 @@ from tokexit.data.tagging import LabelSet
 from tokexit.engine import MultiExitEncoder
 from tokexit.engine.classifier import MultiExitClassifier
 from tokexit.engine.selector import TokenSelector
+from tokexit.exits import EntropyExit, NoExit, PatienceExit, SentenceExit, StaticExit, TokenWindowExit
+from tokexit.exits.prescribed import PrescribedExit
+from tokexit.fates import FATES
+from tokexit.inference.setting import Setting
 from tokexit.tasks import Classification, Tagging, Task, task_for, task_from_meta
 
 META_FILE = "tokexit.json"
 EXITS_FILE = "exits.safetensors"
 SELECTOR_FILE = "selector.safetensors"
+PROFILES = "profiles"
+#: the exit policies a speed profile may name (by ``name``)
+EXIT_POLICIES = {p.name: p for p in (NoExit, TokenWindowExit, SentenceExit, StaticExit, PrescribedExit, EntropyExit,
+                                     PatienceExit)}
 
 
 def resolve_device(device: str | None = "auto") -> str:
@@ -70,8 +86,95 @@ def save_model(model: MultiExitEncoder, tokenizer, labels: LabelSet | Classifica
     save_file(heads, directory / EXITS_FILE)
     meta = {"kind": task.kind, **task.model_meta(model), "max_length": max_length, "num_layers": model.num_layers,
             **_save_selector(model, directory), **(extra or {})}
-    (directory / META_FILE).write_text(json.dumps(meta, indent=2))
+    write_meta(directory, meta)
     return directory
+
+
+def write_meta(directory: str | Path, meta: dict) -> Path:
+    """Write ``tokexit.json`` atomically: a temporary file in the same directory, renamed over the old one, so a
+    crash leaves the old file or the new one, never half of one."""
+    path = Path(directory) / META_FILE
+    fd, tmp = tempfile.mkstemp(prefix=f".{META_FILE}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(json.dumps(meta, indent=2))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def speed_key(speed) -> str:
+    """A FLOPs speed-up (2, 2.0, "2", 2.5) -> its profile key ("2", "2.5"); ValueError for anything else."""
+    try:
+        value = float(speed) if not isinstance(speed, bool) else math.nan
+    except (TypeError, ValueError):
+        value = math.nan
+    if not value >= 1 or math.isinf(value):
+        raise ValueError(f"speed must be a FLOPs speed-up over the full model (a number >= 1, e.g. 2), not {speed!r}")
+    return f"{value:g}"
+
+
+def read_profiles(directory: str | Path) -> dict[str, dict]:
+    """The speed profiles stored in a model directory (``{}`` when none), by key."""
+    profiles = read_meta(directory).get(PROFILES, {})
+    if not isinstance(profiles, dict):
+        raise ModelFormatError(f"{Path(directory) / META_FILE}: '{PROFILES}' must be an object, not "
+                               f"{type(profiles).__name__}")
+    return profiles
+
+
+def save_profile(directory: str | Path, speed, profile: dict) -> str:
+    """Store ``profile`` (its ``exit`` and ``fate`` as :func:`profile_setting` reads them, plus what was measured)
+    under :func:`speed_key` of ``speed`` in ``tokexit.json`` (replacing one of the same key, keeping the others);
+    checked by rebuilding its setting first. Returns the key."""
+    key = speed_key(speed)
+    profile_setting(profile, f"profile {key}")
+    meta = read_meta(directory)
+    meta[PROFILES] = {**meta.get(PROFILES, {}), key: profile}
+    meta[PROFILES] = dict(sorted(meta[PROFILES].items(), key=lambda item: float(item[0])))
+    write_meta(directory, meta)
+    return key
+
+
+def profile_setting(profile: dict, where: str) -> Setting:
+    """The setting of a speed profile: ``exit`` ``{"policy": NAME, **arguments}`` and ``fate`` ``{"fate": NAME,
+    **arguments}``, built from tokexit's own classes; a bad entry is a ModelFormatError naming ``where``."""
+    try:
+        exit_entry, fate_entry = dict(profile["exit"]), dict(profile["fate"])
+        policy_class = EXIT_POLICIES[exit_entry.pop("policy")]
+        fate_class = FATES[fate_entry.pop("fate")]
+        return Setting(policy_class(**exit_entry), fate_class(**fate_entry))
+    except (KeyError, TypeError, ValueError) as error:
+        raise ModelFormatError(f"{where}: bad speed profile {profile!r} ({type(error).__name__}: {error}); known "
+                               f"exit policies: {', '.join(EXIT_POLICIES)}; fates: {', '.join(FATES)}") from error
+
+
+def describe_profiles(profiles: dict[str, dict]) -> str:
+    """One line per stored profile: key, speed-ups and scores (for messages and listings)."""
+    def line(key: str, p: dict) -> str:
+        parts = [f"{p[k]:.2f}x {name}" for k, name in (("flops_speedup", "FLOPs"), ("wall_speedup", "wall"))
+                 if isinstance(p.get(k), int | float)]
+        parts += [f"{what} {p.get('metric', 'score')} {p[k]:.2f}" for k, what in (("dev_score", "dev"),
+                                                                                   ("test_score", "test"))
+                  if isinstance(p.get(k), int | float)]
+        return f"speed={key}" + (f" ({', '.join(parts)})" if parts else "")
+    return "; ".join(line(k, p) for k, p in profiles.items()) or "none"
+
+
+def select_profile(profiles: dict[str, dict], speed, directory: str | Path) -> Setting:
+    """The setting stored for ``speed`` in ``directory``'s profiles; an unknown speed is a ValueError listing the
+    stored ones and how to make one."""
+    key = speed_key(speed)
+    if key not in profiles:
+        raise ValueError(f"speed={speed}: {Path(directory) / META_FILE} holds no speed profile '{key}' (stored: "
+                         f"{describe_profiles(profiles)}); make one with python -m tokexit.evaluate "
+                         f"model_dir={directory} data.test_file=TEST data.validation_file=DEV exit=token_window "
+                         f"exit.target_speedup={key} save_profile=true")
+    return profile_setting(profiles[key], f"{Path(directory) / META_FILE}: profiles.{key}")
 
 
 def load_model(directory: str | Path, kind: str | None = None) -> tuple[MultiExitEncoder, object, Task, dict]:

@@ -83,7 +83,8 @@ class Evaluator:
         }
 
     def calibrate(self, calibration: Calibration) -> tuple[Setting, dict]:
-        """The setting at the knob's calibrated value, and the ``calibration`` entry of metrics.json."""
+        """The setting at the knob's calibrated value, and the ``calibration`` entry of metrics.json (with the
+        setting's ``validation_score`` when the validation file is labelled)."""
         knob, path = calibration.knob, calibration.validation_file
         data = self.read(path)
         if data.empty:
@@ -94,7 +95,10 @@ class Evaluator:
             run = self.run(data, setting)
             return run.full_flops / run.flops
 
-        return calibrated(knob, calibration.target, speedup, path)
+        setting, entry = calibrated(knob, calibration.target, speedup, path)
+        if data.labelled:  # the calibrated setting's score on the data it was calibrated on (a speed profile's)
+            entry["validation_score"] = self.task.scores(data, self.run(data, setting).predictions)
+        return setting, entry
 
     def evaluate(self, test_file: str, setting: Setting, out: Path, calibration: Calibration | None = None,
                  header: dict | None = None) -> dict:

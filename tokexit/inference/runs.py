@@ -6,6 +6,9 @@ policy and a token fate). The first batch is run once untimed (allocator and ker
 is timed (forward passes only). FLOPs of a setting come from the layer loop's record; the full model's are
 analytic (every token, every layer, the last exit head only). The task side (:class:`Batches`) says what a
 batch feeds the model and where its predictions go.
+
+:func:`predict_batches` is the production path (``Tagger.tag``, ``Classifier.classify``, ``tokexit.tag``): one pass,
+no warm-up, no timing, no FLOPs.
 """
 
 from __future__ import annotations
@@ -115,3 +118,16 @@ def run_batches(model: MultiExitEncoder, loader: DataLoader, batches: Batches, s
         batches.collect(inputs, output, setting)
     table = batches.result()
     return Run(table[0], table[1].long(), table[2:] if setting is None else None, flops, full, seconds, tokens)
+
+
+@torch.inference_mode()
+def predict_batches(model: MultiExitEncoder, loader: DataLoader | list, batches: Batches, setting: Setting,
+                    device: str | torch.device = "cpu") -> torch.Tensor:
+    """One pass of ``model`` with ``setting`` over ``loader``, nothing else: no warm-up run, no timing, no FLOPs.
+    -> (2, N) prediction and exit layer of every unit, in the data's order (``batches.result()``)."""
+    setting.policy.check_depth(len(model.plan))
+    device = torch.device(device)
+    for batch in loader:
+        inputs = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        batches.collect(inputs, batches.forward(model, inputs, setting), setting)
+    return batches.result()

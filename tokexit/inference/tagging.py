@@ -6,12 +6,13 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader
 
-from tokexit.data.conll import Corpus
-from tokexit.data.tagging import LabelSet, build_dataset, length_sorted_loader
+from tokexit.data.conll import Corpus, Sentence, bio_to_iob1
+from tokexit.data.encoding import encode_batch
+from tokexit.data.tagging import LabelSet, build_dataset, collate, length_sorted_loader
 from tokexit.engine import MultiExitEncoder, early_exit_forward
 from tokexit.engine.flops import full_model_flops
 from tokexit.inference.collect import PredictionCollector, per_sentence
-from tokexit.inference.runs import Run, run_batches
+from tokexit.inference.runs import predict_batches
 from tokexit.inference.setting import Setting
 
 
@@ -19,6 +20,20 @@ def corpus_loader(corpus: Corpus, tokenizer, labels: LabelSet | None, batch_size
     """The corpus's inputs in batches of similar length (less padding; results do not depend on it)."""
     data = build_dataset(corpus, tokenizer, labels, max_length)
     return length_sorted_loader(data, batch_size, tokenizer.pad_token_id)
+
+
+def sentence_batches(sentences: list[list[str]], tokenizer, batch_size: int, max_length: int,
+                     ) -> list[dict[str, torch.Tensor]]:
+    """Unlabelled non-empty sentences -> the batches :func:`corpus_loader` gives for them (the same inputs, the
+    same length-sorted order), encoded directly (:func:`~tokexit.data.encoding.encode_batch`) instead of through
+    a ``datasets.Dataset``, whose ``map`` fingerprints the tokenizer on every call (~0.2 s each: the cost of a
+    small ``Tagger.tag`` call, or of every chunk of ``tokexit.tag``)."""
+    columns = encode_batch({"words": sentences, "tags": [None] * len(sentences),
+                            "sentence_id": list(range(len(sentences))), "document": [0] * len(sentences)},
+                           tokenizer=tokenizer, label_to_id=None, max_length=max_length, context="sentence")
+    rows = [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+    rows.sort(key=lambda row: len(row["input_ids"]))  # stable: as length_sorted_loader orders them
+    return [collate(rows[i:i + batch_size], tokenizer.pad_token_id) for i in range(0, len(rows), batch_size)]
 
 
 class WordBatches:
@@ -53,8 +68,26 @@ class WordBatches:
         return torch.cat(columns, 1) if columns else torch.zeros((2, 0), dtype=torch.long)
 
 
-def predict_corpus(encoder: MultiExitEncoder, tokenizer, labels: LabelSet, corpus: Corpus, setting: Setting, *,
-                   batch_size: int = 32, max_length: int = 512, device: str | torch.device = "cpu") -> Run:
-    """Tokenise ``corpus`` and run it with ``setting`` (an empty corpus: an empty run)."""
-    loader = corpus_loader(corpus, tokenizer, labels, batch_size, max_length) if corpus.sentences else []
-    return run_batches(encoder, loader, WordBatches(corpus), setting, device)
+def tag_words(encoder: MultiExitEncoder, tokenizer, labels: LabelSet, words: list[list[str]], setting: Setting, *,
+              batch_size: int = 32, max_length: int = 512, device: str | torch.device = "cpu",
+              ) -> list[tuple[list[str], list[int]]]:
+    """The one-pass tagging path of ``Tagger.tag`` and ``tokexit.tag``: sentences of words -> per sentence, its
+    tags (in the scheme the model was trained on: IOB1 for an IOB1-trained model) and each word's 1-based exit
+    layer. An empty sentence gives ``([], [])``; a sentence of any length is windowed, every word gets a tag.
+    Inputs are length-sorted into batches; results do not depend on the order or the batch neighbours."""
+    corpus = Corpus("<input>", "conll", [Sentence(w, None, 0) for w in words if w], "none", None)
+    batches = sentence_batches([s.words for s in corpus.sentences], tokenizer, batch_size, max_length)
+    table = predict_batches(encoder, batches, WordBatches(corpus), setting, device)  # (2, N words)
+    lengths = [len(s.words) for s in corpus.sentences]
+    names = labels.labels
+    back = bio_to_iob1 if labels.scheme == "iob1" else None  # the model predicts BIO; it speaks its files' scheme
+    parts = zip(table[0].split(lengths), table[1].split(lengths), strict=True)
+    result = []
+    for w in words:
+        if not w:
+            result.append(([], []))
+            continue
+        ids, layers = next(parts)
+        tags = [names[k] for k in ids.tolist()]
+        result.append((back(tags) if back else tags, layers.tolist()))
+    return result
