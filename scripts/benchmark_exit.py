@@ -48,11 +48,13 @@ from pathlib import Path
 
 import torch
 import transformers
+from onnx_tagger import INPUTS, export_tagger, ort_session  # scripts/onnx_tagger.py
 from transformers import AutoModel, AutoModelForTokenClassification, BertConfig, PreTrainedModel
 
 from tokexit.backbones import load_backbone
 from tokexit.engine import ExitOutput, MultiExitEncoder, early_exit_forward
 from tokexit.engine.flops import full_model_flops
+from tokexit.engine.layer import project_qkv
 from tokexit.engine.selector import TokenSelector, default_steps
 from tokexit.exits import NoExit, StaticExit, TokenWindowExit
 from tokexit.exits.base import ExitPolicy
@@ -176,33 +178,31 @@ def gemm_replay(encoder: MultiExitEncoder, out: ExitOutput, attention_mask: torc
 
     def run() -> None:
         for parts, q, kv in steps:
+            if q and q == kv:  # queries, keys and values of the same rows: the engine's one fused GEMM
+                project_qkv(parts, x[:q])
+            else:
+                if q:
+                    parts.query(x[:q])
+                if kv:
+                    parts.key(x[:kv]), parts.value(x[:kv])
             if q:
-                parts.query(x[:q]), parts.attn_out(a[:q]), parts.ffn_in(x[:q]), parts.ffn_out(y[:q])
-            if kv:
-                parts.key(x[:kv]), parts.value(x[:kv])
+                parts.attn_out(a[:q]), parts.ffn_in(x[:q]), parts.ffn_out(y[:q])
 
     return run
 
 
 def onnx_runner(model: PreTrainedModel, batch: dict[str, torch.Tensor], folder: str) -> Callable[[], object] | str:
-    """ONNX Runtime on the exported HF tagger, or why not (a string)."""
+    """ONNX Runtime on the exported HF tagger (specialised to the batch's shape), or why not (a string)."""
     try:
-        import onnxruntime as ort
+        import onnxruntime  # noqa: F401
     except ImportError:
         return "not installed"
-    path = str(Path(folder) / "tagger.onnx")
-    inputs = (batch["input_ids"], batch["attention_mask"])
     try:
-        torch.onnx.export(model, inputs, path, input_names=["input_ids", "attention_mask"], output_names=["logits"])
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # no busy-waiting threads
-        cuda = batch["input_ids"].is_cuda and "CUDAExecutionProvider" in ort.get_available_providers()
-        session = ort.InferenceSession(path, options, providers=["CUDAExecutionProvider" if cuda else
-                                                                 "CPUExecutionProvider"])
+        path = export_tagger(model, batch, Path(folder) / "tagger.onnx")
+        session = ort_session(path, torch.get_num_threads(), cuda=batch["input_ids"].is_cuda)
     except Exception as e:  # an exporter or runtime gap is a result to report, not a reason to stop
         return f"failed: {type(e).__name__}: {e}"[:300]
-    feed = {"input_ids": inputs[0].cpu().numpy(), "attention_mask": inputs[1].cpu().numpy()}
+    feed = {k: batch[k].cpu().numpy() for k in INPUTS}
     return lambda: session.run(None, feed)
 
 
