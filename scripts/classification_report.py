@@ -13,7 +13,7 @@ from pathlib import Path
 
 from early_exit_report import fmt
 
-from tokexit.reporting.tradeoff import pareto_frontier
+from tokexit.reporting.tradeoff import pareto_frontier, score_at
 
 REPORTS = Path(__file__).resolve().parent.parent / "reports"
 
@@ -76,6 +76,57 @@ def dynabert_summary(tasks: list[str]) -> list[str]:
     return lines + [""]
 
 
+def reduce_summary(tasks: list[str]) -> list[str]:
+    """One row per task with a TR-BERT sweep (reports/sweep_<task>_reduce.json, ``--fate reduce``): the reduce model
+    keeping every token, its selector alone (p >= 0.5) and at fixed keep ratios, and its best point with PABEE or
+    entropy on top, next to the stage-1 classifier's PABEE/entropy frontier and DynaBERT's 2x cells."""
+    lines = ["TR-BERT token reduction (`fate=reduce`): a selector before layers 2 and 4 removes tokens (they leave the "
+             "sequence; [CLS] always stays), trained from the stage-1 classifier with `model=token_reduction` "
+             "(imitation warm-up, REINFORCE, distillation). Score @ FLOPs speed-up (wall-clock speed-up in brackets); "
+             "the stage-1 columns are the same task's early exits above, DynaBERT's are the exported sub-networks "
+             "(wall clock as a plain HF model):", "",
+             "| task | metric | stage-1 full | reduce, keep all | selector alone (p >= 0.5) | keep 0.6 / 0.45 / 0.3 "
+             "| reduce + exits: best at 1.5x / 2x | stage-1 PABEE / entropy at 1.5x | at 2x | DynaBERT (1, 0.5) / "
+             "(0.5, 1) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    found = False
+    for task in tasks:
+        path = REPORTS / f"sweep_{task}_reduce.json"
+        if not path.is_file():
+            continue
+        found = True
+        r = json.loads(path.read_text())
+        metric = r["metric"]
+
+        def point(p: dict) -> str:
+            return f"{p['score']:.2f} @ {p['flops_speedup']:.2f}x ({p['wall_speedup']:.2f}x)"
+
+        kept = {p["policy"].get("keep_ratio"): p for p in r["points"] if p["series"] == "reduce keep_ratio"}
+        alone = next((point(p) for p in r["points"] if p["series"] == "none"), "-")
+        ratios = " / ".join(f"{kept[k]['score']:.2f} @ {kept[k]['flops_speedup']:.2f}x" if k in kept else "-"
+                            for k in (0.6, 0.45, 0.3))
+        everything = f"{kept[1.0]['score']:.2f}" if 1.0 in kept else "-"
+        with_exits = [p for p in r["points"] if p["series"] not in ("full", "none", "reduce keep_ratio")]
+        best = [fmt(score_at(with_exits, x)) for x in (1.5, 2.0)]
+        stage1 = REPORTS / f"sweep_{task}.json"
+        s1 = json.loads(stage1.read_text()) if stage1.is_file() else None
+        full = f"{s1['full_score']:.2f}" if s1 else "-"
+        stage1_at = s1["score_at_speedup"] if s1 else {}
+        exits15, exits2 = (" / ".join(fmt(stage1_at.get(name, {}).get(x)) for name in
+                                      ("patience", "entropy (FastBERT, normalised)")) for x in ("1.5x", "2x"))
+        grid = REPORTS / f"dynabert_{task}.json"
+        dyna = "-"
+        if grid.is_file():
+            g = json.loads(grid.read_text())
+            cells = {(c["width"], c["depth"]): c for c in g["grid"]}
+            dyna = " / ".join(f"{cells[c]['scores'][metric]:.2f} @ {cells[c]['hf_wall_speedup']:.2f}x"
+                              if c in cells else "-" for c in ((1.0, 0.5), (0.5, 1.0)))
+        lines.append(f"| {task} | {metric} | {full} | {everything} | {alone} | {ratios} | {best[0]} / {best[1]} | "
+                     f"{exits15} | {exits2} | {dyna} |")
+    commands = [f"`{json.loads((REPORTS / f'sweep_{t}_reduce.json').read_text())['command']}`" for t in tasks
+                if (REPORTS / f"sweep_{t}_reduce.json").is_file()]
+    return (lines + ["", "Commands: " + "; ".join(commands), ""]) if found else []
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="+", default=["sst2", "mrpc", "rte", "stsb",
@@ -108,6 +159,9 @@ def main() -> None:
                        f"{fmt(ent.get('2x'))} | {fastest} | {fmt(at['static']['1.5x'])} / {fmt(at['static']['2x'])} |")
         sections.append(sweep_section(task, s))
     parts += ["## Summary", "", *summary, "", "## Early exit per task", "", *sections]
+    reduction = reduce_summary(args.tasks)
+    if reduction:
+        parts += ["## TR-BERT token reduction", "", *reduction]
     grids = [REPORTS / f"dynabert_{t}.md" for t in args.tasks if (REPORTS / f"dynabert_{t}.md").is_file()]
     if grids:
         parts += ["## DynaBERT grids", "", *dynabert_summary(args.tasks)]

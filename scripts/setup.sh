@@ -14,7 +14,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt
     echo "setting up .venv (log: $log)"
     if ! { .venv/bin/python -m pip install --upgrade pip \
             && .venv/bin/python -m pip install "torch==2.13.0" \
-            && .venv/bin/python -m pip install -e ".[embedded,plot,dev]"; } > "$log" 2>&1; then
+            && .venv/bin/python -m pip install -e ".[embedded,plot,dev,onnx]"; } > "$log" 2>&1; then
         tail -n 40 "$log" >&2
         echo "scripts/setup.sh: installation failed, see $log" >&2
         exit 1
