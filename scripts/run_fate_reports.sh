@@ -65,3 +65,51 @@ done
 rm -f reports/eval_conll2003_document_tw5_*/predictions.conll
 # inputs per context (the README figures)
 $PY scripts/document_inputs.py "$S/conll2003/eng.testb"
+
+# ---- EWT, CoNLL-2000 reduce, a document-mode tagger fine-tuned from the sentence tagger, MRPC and RTE --------------
+# (trained with OMP_NUM_THREADS=1, several at once; sweeps with one thread while training ran: FLOPs exact, wall noisy)
+one="--batch-size 32 --timing-repeats 1 --threads 1"
+reduce_grid="--fate reduce --keep-ratios 1.0,0.8,0.6,0.45,0.3 --series token_window --windows 3 --thresholds 0.03,0.1,0.3"
+[ -d runs/ewt-minilm-l6/model ] || $PY -m tokexit.train experiment=ewt_minilm
+for d in ewt conll2000; do
+  [ -d runs/$d-reduce-a0.2/model ] || $PY -m tokexit.train data=$d model=token_reduction \
+    model.backbone=runs/$d-minilm-l6/model model.alpha=0.2 model.rollouts=4 model.warmup_steps=60 trainer.max_epochs=1 \
+    trainer.limit_train_batches=0.5 output_dir=runs/$d-reduce-a0.2
+done
+[ -d runs/conll2003-doc-ft/model ] || $PY -m tokexit.train experiment=conll2003_minilm data.context=document \
+  data.batch_size=8 trainer.max_epochs=2 model.backbone=runs/conll2003-minilm-l6/model output_dir=runs/conll2003-doc-ft
+[ -d runs/conll2003-doc-reduce-a0.2/model ] || $PY -m tokexit.train data=conll2003 data.context=document \
+  data.batch_size=8 model=token_reduction model.backbone=runs/conll2003-doc-ft/model model.alpha=0.2 model.rollouts=4 \
+  model.warmup_steps=30 trainer.max_epochs=1 output_dir=runs/conll2003-doc-reduce-a0.2
+for t in mrpc rte; do
+  [ -d runs/$t-minilm-l6-classifier/model ] || $PY -m tokexit.train experiment=glue_$t
+  [ -d runs/$t-reduce-a0.2/model ] || $PY -m tokexit.train data=$t model=token_reduction \
+    model.backbone=runs/$t-minilm-l6-classifier/model model.alpha=0.2 model.rollouts=4 model.warmup_steps=60 \
+    trainer.max_epochs=1 output_dir=runs/$t-reduce-a0.2
+done
+EWT="$S/ud_english_ewt/en_ewt-ud-test.conllu"
+for fate in copy drop; do
+  $PY scripts/sweep_exits.py --model-dir runs/ewt-minilm-l6/model --test-file "$EWT" --out reports/fates_ewt_$fate \
+    --fate $fate $grid $one
+  $PY scripts/sweep_exits.py --model-dir runs/conll2003-doc-ft/model --test-file "$S/conll2003/eng.testb" \
+    --context document --out reports/fates_conll2003_document_$fate --fate $fate --windows 3,5 \
+    --thresholds 0.01,0.03,0.06,0.1,0.2,0.4 --series token_window $one
+done
+$PY scripts/sweep_exits.py --model-dir runs/ewt-reduce-a0.2/model --test-file "$EWT" --out reports/fates_ewt_reduce \
+  $reduce_grid $one
+$PY scripts/sweep_exits.py --model-dir runs/conll2000-reduce-a0.2/model --test-file "$S/conll2000/test.txt.gz" \
+  --out reports/fates_conll2000_reduce $reduce_grid $one
+$PY scripts/sweep_exits.py --model-dir runs/conll2003-doc-reduce-a0.2/model --test-file "$S/conll2003/eng.testb" \
+  --context document --out reports/fates_conll2003_document_reduce $reduce_grid $one
+$PY scripts/sweep_classification.py --model-dir runs/mrpc-reduce-a0.2/model --test-file "$S/glue/MRPC/dev.tsv" \
+  --out reports/sweep_mrpc_reduce --fate reduce --keep-ratios 1.0,0.8,0.6,0.45,0.3 $one
+$PY scripts/sweep_classification.py --model-dir runs/rte-reduce-a0.2/model --test-file "$S/glue/RTE/dev.tsv" \
+  --out reports/sweep_rte_reduce --fate reduce --keep-ratios 1.0,0.8,0.6,0.45,0.3 $one
+$PY scripts/fates_report.py --data "UD English EWT test, sentence inputs" reports/fates_ewt_copy.json \
+  reports/fates_ewt_drop.json reports/fates_ewt_reduce.json --out reports/fates_ewt
+$PY scripts/fates_report.py --data "CoNLL-2000 chunking test, sentence inputs" reports/fates_conll2000_copy.json \
+  reports/fates_conll2000_drop.json reports/fates_conll2000_reduce.json --out reports/fates_conll2000
+$PY scripts/fates_report.py --data "CoNLL-2003 eng.testb, document inputs (up to 512 subwords)" \
+  reports/fates_conll2003_document_copy.json reports/fates_conll2003_document_drop.json \
+  reports/fates_conll2003_document_reduce.json --out reports/fates_conll2003_document
+$PY scripts/classification_report.py --out reports/classification.md
