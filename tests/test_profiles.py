@@ -17,12 +17,12 @@ from test_classification_pipeline import write_sentiment
 from test_pipeline import config
 from test_tag import tiny_tagger
 
-from tokexit import model_io
 from tokexit.api import Classifier, Tagger
 from tokexit.backbones import ModelFormatError
 from tokexit.config import UsageError
 from tokexit.evaluate import evaluate
 from tokexit.exits import EntropyExit, TokenWindowExit
+from tokexit.io import progress
 from tokexit.model_io import read_meta, read_profiles, save_profile
 from tokexit.tag import tag
 from tokexit.train import train
@@ -145,7 +145,7 @@ def test_tokexit_json_is_replaced_whole(models, tmp_path, monkeypatch):
     def crash(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(model_io.os, "replace", crash)
+    monkeypatch.setattr(progress.os, "replace", crash)  # tokexit.json is written by io.progress.write_atomic
     with pytest.raises(OSError, match="disk full"):
         save_profile(model, 2, {"exit": {"policy": "none"}, "fate": {"fate": "copy"}})
     assert (model / "tokexit.json").read_bytes() == before

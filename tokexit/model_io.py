@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -47,6 +45,7 @@ from tokexit.exits import EntropyExit, NoExit, PatienceExit, SentenceExit, Stati
 from tokexit.exits.prescribed import PrescribedExit
 from tokexit.fates import FATES
 from tokexit.inference.setting import Setting
+from tokexit.io.progress import write_atomic
 from tokexit.tasks import Classification, Tagging, Task, task_for, task_from_meta
 
 META_FILE = "tokexit.json"
@@ -94,16 +93,7 @@ def write_meta(directory: str | Path, meta: dict) -> Path:
     """Write ``tokexit.json`` atomically: a temporary file in the same directory, renamed over the old one, so a
     crash leaves the old file or the new one, never half of one."""
     path = Path(directory) / META_FILE
-    fd, tmp = tempfile.mkstemp(prefix=f".{META_FILE}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(json.dumps(meta, indent=2))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, json.dumps(meta, indent=2))
     return path
 
 
