@@ -13,7 +13,7 @@ subclass dispatch, ``torch._int_mm``), and under ``torch.compile`` its CPU path 
 this module ran it at 1.3-1.4x with one thread (a loaded machine: see scripts/profile_layers.py for timing).
 Query, key and value share one :class:`Int8Linear` of their stacked weights (``joint_qkv``), so a layer quantizes
 its input once for the three. Embeddings, exit heads, the pooler and the selector stay fp32 (their GEMMs are a few
-columns wide). F1 cost of the full model: CoNLL-2003 eng.testb 86.66 -> 86.49, CoNLL-2000 test 94.56 -> 94.51.
+columns wide). F1 cost of the full model: reports/benchmark_tagging.md (CoNLL-2003 eng.testb 86.63 -> 86.44).
 
 Batch independence: the fbgemm kernel picks *one* activation scale for the whole input matrix, and the engine's
 input is the packed batch, so a sentence's output would depend on its neighbours. :class:`Int8Linear` therefore
