@@ -174,16 +174,18 @@ def test_empty_input_and_usage_errors(model, tmp_path):
         run_tag(model["model"], tmp_path / "absent.conll", tmp_path / "o")
 
 
-def test_int8_quantized_tagger_tags_every_word(model, tmp_path):
+@pytest.mark.parametrize("scheme", ["int8", "bf16"])
+def test_quantized_tagger_tags_every_word(model, tmp_path, scheme):
+    from tokexit.engine.bf16 import Bf16Linear
     from tokexit.engine.quantize import Int8Linear
 
-    tagger = Tagger.load(model["model"], device="cpu", quantize="int8")
-    assert any(isinstance(m, Int8Linear) for m in tagger.encoder.modules())
+    tagger = Tagger.load(model["model"], device="cpu", quantize=scheme)
+    assert any(isinstance(m, {"int8": Int8Linear, "bf16": Bf16Linear}[scheme]) for m in tagger.encoder.modules())
     sentences = [[w for w, _ in s] for s in synthetic_sentences(20, seed=6)] + [["alice"] * 600, []]
     tagged = tagger.tag(sentences, exit=TokenWindowExit(0.7), batch_size=4)
     assert [[t.word for t in s] for s in tagged] == sentences
     assert {t.tag for s in tagged for t in s} <= {"O", "B-PER", "I-PER", "B-LOC"}
-    summary = run_tag(model["model"], model["test"], tmp_path / "out.conll", "quantize=int8", *EXIT)
+    summary = run_tag(model["model"], model["test"], tmp_path / "out.conll", f"quantize={scheme}", *EXIT)
     assert summary["words"] == sum(len(r) for r in read_predictions(tmp_path / "out.conll"))
     with pytest.raises(ValueError, match="int8"):
         Tagger.load(model["model"], device="cpu", quantize="int4")

@@ -11,7 +11,8 @@ Both take an exit policy (``exit=``, :mod:`tokexit.exits`) and a token fate (``f
 ``tagger.tag(text, exit=TokenWindowExit(0.1), fate=Drop())``; ``fate=TokenReduction(keep_ratio=0.5)`` needs a
 model trained with ``model=token_reduction`` and runs without an exit policy too. Or a speed profile stored in the
 model directory (``tokexit.evaluate ... exit.target_speedup=2 save_profile=true``): ``tagger.tag(text, speed=2)``;
-``tagger.profiles`` lists them. ``Tagger.load(dir, quantize="int8")`` quantizes every linear layer.
+``tagger.profiles`` lists them. ``Tagger.load(dir, quantize="bf16")`` runs the backbone in bfloat16 (fastest on CPUs
+with AMX/AVX512-BF16), ``quantize="int8"`` quantizes every linear layer.
 
 Tagging is one pass (no warm-up, no timing, no FLOPs): the path of ``python -m tokexit.tag`` too.
 """
@@ -143,8 +144,9 @@ class Tagger:
 
     @classmethod
     def load(cls, directory: str | Path, device: str | None = None, quantize: str | None = None) -> Tagger:
-        """The tagger in ``directory``; ``device`` None or "auto": a GPU when one is visible; ``quantize="int8"``:
-        int8 weights with dynamic activation quantization in every linear layer."""
+        """The tagger in ``directory``; ``device`` None or "auto": a GPU when one is visible; ``quantize``: None
+        (fp32), ``"bf16"`` (the backbone in bfloat16) or ``"int8"`` (int8 weights with dynamic activation
+        quantization in every linear layer; CPU only) — :func:`tokexit.engine.quantize.quantize_model`."""
         encoder, tokenizer, labels, meta = load_tagger(directory)
         device = resolve_device(device)
         tagger = cls(encoder, tokenizer, labels, meta.get("max_length", 512), device, meta.get("profiles"), directory)
@@ -206,7 +208,7 @@ class Classifier:
     @classmethod
     def load(cls, directory: str | Path, device: str | None = None, quantize: str | None = None) -> Classifier:
         """The classifier in ``directory``; ``device`` None or "auto": a GPU when one is visible;
-        ``quantize="int8"``: int8 weights with dynamic activation quantization in every linear layer."""
+        ``quantize``: None (fp32), ``"bf16"`` or ``"int8"``, as in :meth:`Tagger.load`."""
         model, tokenizer, task, meta = load_classifier(directory)
         device = resolve_device(device)
         classifier = cls(model, tokenizer, task, meta.get("max_length", 512), device, meta.get("profiles"), directory)

@@ -1,7 +1,7 @@
 """Tag a corpus with a trained tagger, in one streaming pass:
 
 ``python -m tokexit.tag model_dir=DIR input=PATH output=PATH [exit=token_window exit.threshold=T | speed=2]
-[fate=drop] [quantize=int8] [batch_size=32] [chunk_sentences=1000] [resume=true] [format=auto|conll|text|jsonl]
+[fate=drop] [quantize=bf16|int8] [batch_size=32] [chunk_sentences=1000] [resume=true] [format=auto|conll|text|jsonl]
 [exit_layer=true]`` (console script ``tokexit-tag``), or over several processes with ``torchrun --nproc-per-node N
 -m tokexit.tag ...`` (gloo on CPU, NCCL on GPUs: each process tags every N-th chunk, rank 0 merges the parts).
 
@@ -30,7 +30,7 @@ from tokexit.io.streaming import Shard, tag_file
 from tokexit.model_io import EXITS_FILE, SELECTOR_FILE, resolve_device
 
 USAGE = ("python -m tokexit.tag model_dir=DIR input=PATH output=PATH [exit=POLICY exit.threshold=T | speed=X] "
-         "[fate=copy|drop|reduce] [quantize=int8] [batch_size=N] [chunk_sentences=N] [resume=true] "
+         "[fate=copy|drop|reduce] [quantize=bf16|int8] [batch_size=N] [chunk_sentences=N] [resume=true] "
          "[format=auto|conll|text|jsonl] [exit_layer=true]")
 #: a barrier waits this long for the slowest rank (ranks share the work evenly; a failed rank ends them all)
 BARRIER_TIMEOUT = datetime.timedelta(hours=24)

@@ -1,4 +1,5 @@
-"""int8 inference: weight int8, activations quantized on the fly, for every linear layer of the backbone.
+"""Lower-precision inference for the backbone: ``int8`` (weights int8, activations quantized on the fly) or ``bf16``
+(the backbone in bfloat16, :mod:`tokexit.engine.bf16`); exit heads, pooler and selector stay fp32 in both.
 
 ``quantize_model(model, "int8")`` swaps each ``nn.Linear`` of the backbone's layers (query, key, value, attention
 output, feed-forward) for an :class:`Int8Linear`. The engine calls a layer's parts as modules
@@ -29,7 +30,9 @@ import warnings
 import torch
 from torch import nn
 
-SCHEMES = ("int8",)
+from tokexit.engine.bf16 import Bf16Linear, float_inputs, has_fast_bf16
+
+SCHEMES = ("int8", "bf16")
 
 
 def _has_vnni() -> bool:
@@ -93,30 +96,31 @@ class Int8Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, reduce_range={self.reduce_range}"
 
 
-def _swap_linears(module: nn.Module) -> int:
-    """Replace every ``nn.Linear`` under ``module`` by an :class:`Int8Linear`; returns how many."""
+def _swap_linears(module: nn.Module, make: type[nn.Module]) -> int:
+    """Replace every ``nn.Linear`` under ``module`` by ``make(linear)``; returns how many."""
     count = 0
     for name, child in module.named_children():
         if type(child) is nn.Linear:
-            setattr(module, name, Int8Linear(child))
+            setattr(module, name, make(child))
             count += 1
         else:
-            count += _swap_linears(child)
+            count += _swap_linears(child, make)
     return count
 
 
 def _stacked(linears: list[nn.Linear]) -> nn.Linear:
     """One ``nn.Linear`` whose outputs are those of ``linears`` side by side (same input)."""
-    joint = nn.Linear(linears[0].in_features, sum(m.out_features for m in linears))
+    first = linears[0].weight
+    joint = nn.Linear(first.shape[1], sum(m.out_features for m in linears), device=first.device, dtype=first.dtype)
     with torch.no_grad():
         joint.weight.copy_(torch.cat([m.weight for m in linears]))
         joint.bias.copy_(torch.cat([m.bias for m in linears]))
     return joint
 
 
-def _joint_projections(model: nn.Module) -> dict[int, Int8Linear]:
-    """Per distinct layer of a tokexit model (layer index -> module): one :class:`Int8Linear` of its query, key
-    and value stacked, so that the layer quantizes its input once for all three
+def _joint_projections(model: nn.Module, make: type[nn.Module]) -> dict[int, nn.Module]:
+    """Per distinct layer of a tokexit model (layer index -> module): one ``make`` linear of its query, key and
+    value stacked, so that the layer runs one GEMM (and quantizes its input once) for all three
     (:func:`tokexit.engine.layer.project_qkv`)."""
     adapter = getattr(model, "adapter", None)
     if adapter is None:
@@ -128,7 +132,7 @@ def _joint_projections(model: nn.Module) -> dict[int, Int8Linear]:
         if id(parts.query) in seen or any(type(m) is not nn.Linear or m.bias is None for m in trio):
             continue
         seen.add(id(parts.query))
-        out[index] = Int8Linear(_stacked(trio))
+        out[index] = make(_stacked(trio))
     return out
 
 
@@ -142,10 +146,15 @@ def backbone_layers(model: nn.Module) -> list[nn.Module]:
 
 
 def quantize_model(model: nn.Module, scheme: str | None) -> nn.Module:
-    """Quantize ``model``'s backbone layers in place and return it; ``scheme`` None leaves it unchanged.
+    """Convert ``model``'s backbone in place for inference and return it; ``scheme`` None leaves it unchanged.
 
     ``model``: a :class:`~tokexit.engine.encoder.MultiExitEncoder` (tagger or classifier) or a bare Hugging Face
-    encoder. The model is put in eval mode; its exit heads, pooler, selector and embeddings stay fp32.
+    encoder; it is put in eval mode. Its exit heads, pooler and selector stay fp32 (bf16 states reach them as fp32),
+    so exit decisions are computed in fp32 from the converted layers' states. Schemes:
+
+    - ``"int8"``: the layers' linear layers int8 (:class:`Int8Linear`; CPU only); embeddings stay fp32;
+    - ``"bf16"``: the whole backbone (embeddings, layers) bfloat16, its linear layers
+      :class:`~tokexit.engine.bf16.Bf16Linear` (any device; on a CPU without native bf16 it is slower: a warning).
     """
     if scheme is None:
         return model
@@ -156,12 +165,29 @@ def quantize_model(model: nn.Module, scheme: str | None) -> nn.Module:
         raise ValueError("quantize: a DynaBERT sub-network slices the float weights; export it "
                          "(tokexit.export) and quantize the exported model")
     model.eval()
-    joints = _joint_projections(model)
-    count = sum(_swap_linears(part) for part in backbone_layers(model))
+    make = Int8Linear if scheme == "int8" else Bf16Linear
+    joints = _joint_projections(model, make)
+    count = sum(_swap_linears(part, make) for part in backbone_layers(model))
     for index, joint in joints.items():
         parts = model.adapter.layer(index)
         for module in (parts.query, parts.key, parts.value):
             module.__dict__["joint_qkv"] = joint  # a plain attribute: not a submodule of each of the three
     if count == 0:
         raise ValueError(f"quantize: no nn.Linear found in the layers of {type(model).__name__} (already quantized?)")
+    if scheme == "bf16":
+        _backbone_to_bf16(model)
     return model
+
+
+def _backbone_to_bf16(model: nn.Module) -> None:
+    """The backbone's remaining parameters (embeddings, layer norms) to bf16; every fp32 linear layer outside it
+    (exit heads, pooler, selector) casts its bf16 input to fp32."""
+    backbone = getattr(model, "backbone", model)
+    backbone.to(torch.bfloat16)
+    if next(backbone.parameters()).device.type == "cpu" and not has_fast_bf16():
+        warnings.warn("quantize='bf16': this CPU has no native bf16 matrix units (AMX or AVX512-BF16); bf16 runs "
+                      "slower than fp32 here", stacklevel=3)
+    inside = {id(m) for m in backbone.modules()}
+    for module in model.modules():
+        if type(module) is nn.Linear and id(module) not in inside:
+            module.register_forward_pre_hook(float_inputs)
