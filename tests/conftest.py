@@ -66,3 +66,13 @@ def read_predictions(path: Path) -> list[list[list[str]]]:
             sentences.append(current)
             current = []
     return sentences
+
+
+@pytest.fixture(autouse=True)
+def packed_layers(monkeypatch):
+    """Tests' batches are tiny, and the engine computes blocks of at most ``halting.DENSE_ROWS`` token slots whole;
+    the tests exercise the packed gather/scatter path instead (tests/test_dense_blocks.py checks that the two
+    agree, with the engine's own threshold)."""
+    from tokexit.engine import halting
+
+    monkeypatch.setattr(halting, "DENSE_ROWS", 0)

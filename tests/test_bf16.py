@@ -154,3 +154,17 @@ def test_a_cpu_without_bf16_units_gets_a_warning(monkeypatch):
     monkeypatch.setattr("tokexit.engine.quantize.has_fast_bf16", lambda: False)
     with pytest.warns(UserWarning, match="slower than fp32"):
         quantize_model(copy.deepcopy(encoder()), "bf16")
+
+
+def test_prepacked_weights_give_the_plain_product():
+    torch.manual_seed(0)
+    q = Bf16Linear(nn.Linear(64, 48))
+    if q.packed is None:
+        pytest.skip("this PyTorch build cannot prepack bf16 weights for oneDNN (Bf16Linear uses F.linear)")
+    x = torch.randn(37, 64)
+    with torch.no_grad():
+        packed = q(x)
+        q.packed = None  # the fallback path
+        plain = q(x)
+    assert torch.allclose(packed.float(), plain.float(), atol=1e-2, rtol=1e-2)
+    assert torch.allclose(plain.float(), torch.nn.functional.linear(x.bfloat16(), q.weight, q.bias).float())

@@ -6,6 +6,11 @@ The *keys* are the tokens visible as keys and values: all real tokens (halt-and-
 state still serves as key and value) or only the computed ones (drop: a stopped token has left the sequence).
 Only attention needs the sentence structure, for which queries (and, when keys are a subset, keys and values)
 are padded per sentence to the largest count in the batch.
+
+A small block (at most :data:`DENSE_ROWS` token slots, e.g. one sentence at batch size 1) is computed whole and
+the states of the tokens not computed are put back: a matrix product of a few rows costs the reading of its weights,
+not its rows, so gathering would only add operations. Both ways compute the same thing for the computed tokens
+(queries over the same keys); they differ only in the rounding of matrix products of different sizes.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import torch.nn.functional as F
 
 from tokexit.backbones.base import LayerParts
 from tokexit.engine.layer import encoder_layer, project_qkv
+
+DENSE_ROWS = 64  # blocks of at most this many (B x T) slots are computed whole (scripts/benchmark_dense_blocks.py)
 
 
 def gather_active(hidden: torch.Tensor, active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -46,6 +53,10 @@ def sparse_layer(
     """
     if bool((computed == real).all()):
         return encoder_layer(parts, hidden, real[:, None, None, :])
+    if hidden.shape[0] * hidden.shape[1] <= DENSE_ROWS:
+        visible = keys | ~keys.any(1, keepdim=True) & real  # a row without keys: any (its states are put back)
+        updated = encoder_layer(parts, hidden, visible[:, None, None, :])  # (B, T, H)
+        return torch.where(computed[..., None], updated, hidden)
     busy = computed.any(1).nonzero().squeeze(1)  # (B',) sentences with work
     if busy.numel() == 0:
         return hidden
