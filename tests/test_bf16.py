@@ -168,3 +168,19 @@ def test_prepacked_weights_give_the_plain_product():
         plain = q(x)
     assert torch.allclose(packed.float(), plain.float(), atol=1e-2, rtol=1e-2)
     assert torch.allclose(plain.float(), torch.nn.functional.linear(x.bfloat16(), q.weight, q.bias).float())
+
+
+def test_the_feed_forward_gelu_runs_inside_its_matrix_product():
+    model, reference = converted(), encoder()
+    for index in range(model.adapter.num_layers):
+        parts, ref = model.adapter.layer(index), reference.adapter.layer(index)
+        assert parts.ffn_in.gelu and type(parts.act) is nn.Identity
+        x = torch.randn(5, ref.ffn_in.in_features)
+        with torch.no_grad():
+            fused, expected = parts.ffn_in(x.bfloat16()).float(), torch.nn.functional.gelu(ref.ffn_in(x))
+            parts.ffn_in.packed, unpacked = None, parts.ffn_in.packed  # the F.linear fallback applies it too
+            fallback = parts.ffn_in(x.bfloat16()).float()
+            parts.ffn_in.packed = unpacked
+        assert torch.allclose(fused, expected, atol=0.05) and torch.allclose(fallback, expected, atol=0.05)
+    tanh = nn.Sequential(nn.Linear(8, 8), nn.GELU(approximate="tanh"))
+    assert not bf16_module.fuse_gelu(tanh, bf16_module.Bf16Linear(tanh[0]), tanh[1])  # only the exact GELU

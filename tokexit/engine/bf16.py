@@ -38,6 +38,7 @@ class Bf16Linear(nn.Module):
     def __init__(self, linear: nn.Linear):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.gelu = False  # True: this layer applies the exact GELU to its output (fused: :func:`fuse_gelu`)
         self.register_buffer("weight", linear.weight.detach().to(torch.bfloat16).clone(), persistent=False)
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().to(torch.bfloat16).clone(),
                              persistent=False)
@@ -47,15 +48,14 @@ class Bf16Linear(nn.Module):
         shape = x.shape
         x = x.reshape(-1, self.in_features).to(torch.bfloat16)  # (M, in)
         m = len(x)
-        if x.device.type != "cpu":
-            return F.linear(x, self.weight, self.bias).reshape(*shape[:-1], self.out_features)
-        rows = row_bucket(m)
-        if rows != m:
+        if x.device.type == "cpu" and (rows := row_bucket(m)) != m:
             x = F.pad(x, (0, 0, 0, rows - m))  # (M', in): zero rows past M
-        if self.packed is not None:
-            y = torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+        if self.packed is not None and x.device.type == "cpu":
+            post_op, algorithm = ("gelu", "none") if self.gelu else ("none", "")  # "none": erf GELU, not tanh
+            y = torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, post_op, [], algorithm)
         else:
             y = F.linear(x, self.weight, self.bias)
+            y = F.gelu(y) if self.gelu else y
         return y[:m].reshape(*shape[:-1], self.out_features)  # (..., out)
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
@@ -63,7 +63,27 @@ class Bf16Linear(nn.Module):
                            "loading (quantize='bf16')")
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}"
+        return f"in_features={self.in_features}, out_features={self.out_features}, gelu={self.gelu}"
+
+
+def exact_gelu(module: nn.Module) -> bool:
+    """Whether ``module`` is the exact (erf) GELU: ``nn.GELU()`` or Hugging Face's ``GELUActivation``."""
+    if type(module) is nn.GELU:
+        return module.approximate == "none"
+    return type(module).__name__ == "GELUActivation" and getattr(module, "act", None) is F.gelu
+
+
+def fuse_gelu(root: nn.Module, ffn_in: nn.Module, act: nn.Module) -> bool:
+    """Fold the activation ``act`` that follows ``ffn_in`` (a :class:`Bf16Linear`) into it, replacing ``act`` by
+    ``nn.Identity`` wherever ``root`` holds it; False (nothing changed) unless ``act`` is the exact GELU."""
+    if not isinstance(ffn_in, Bf16Linear) or not exact_gelu(act):
+        return False
+    ffn_in.gelu = True
+    for parent in root.modules():
+        for name, child in list(parent.named_children()):
+            if child is act:
+                setattr(parent, name, nn.Identity())
+    return True
 
 
 PACK_ROWS = 256  # the row count oneDNN lays the prepacked weight out for (a hint; any count runs)

@@ -30,7 +30,7 @@ import warnings
 import torch
 from torch import nn
 
-from tokexit.engine.bf16 import Bf16Linear, float_inputs, has_fast_bf16
+from tokexit.engine.bf16 import Bf16Linear, float_inputs, fuse_gelu, has_fast_bf16
 
 SCHEMES = ("int8", "bf16")
 
@@ -184,6 +184,10 @@ def _backbone_to_bf16(model: nn.Module) -> None:
     (exit heads, pooler, selector) casts its bf16 input to fp32."""
     backbone = getattr(model, "backbone", model)
     backbone.to(torch.bfloat16)
+    adapter = getattr(model, "adapter", None)
+    for index in range(adapter.num_layers if adapter is not None else 0):  # the feed-forward GELU into its GEMM
+        parts = adapter.layer(index)
+        fuse_gelu(backbone, parts.ffn_in, parts.act)
     if next(backbone.parameters()).device.type == "cpu" and not has_fast_bf16():
         warnings.warn("quantize='bf16': this CPU has no native bf16 matrix units (AMX or AVX512-BF16); bf16 runs "
                       "slower than fp32 here", stacklevel=3)
