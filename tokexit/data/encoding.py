@@ -20,7 +20,12 @@ consecutively up to the limit (for independent sentences, e.g. tweets, keep ``co
 
 from __future__ import annotations
 
+import itertools
 import logging
+import operator
+from dataclasses import dataclass
+
+import numpy as np
 
 from tokexit.data.windows import window_owners, word_windows
 
@@ -51,14 +56,52 @@ def special_ids(tokenizer) -> tuple[int, int]:
 def word_subwords(tokenizer, sentences: list[list[str]]) -> list[list[list[int]]]:
     """Subword ids of every word of every sentence. A word the tokenizer maps to nothing gets [UNK]."""
     encoded = tokenizer(sentences, is_split_into_words=True, add_special_tokens=False, verbose=False)
-    result = []
-    for i, words in enumerate(sentences):
-        pieces: list[list[int]] = [[] for _ in words]
-        for token_id, word_id in zip(encoded["input_ids"][i], encoded.word_ids(i), strict=True):
-            if word_id is not None:
-                pieces[word_id].append(token_id)
-        result.append([p if p else [tokenizer.unk_token_id] for p in pieces])
-    return result
+    return [group_subwords(encoded["input_ids"][i], encoded.word_ids(i), len(words), tokenizer.unk_token_id)
+            for i, words in enumerate(sentences)]
+
+
+def group_subwords(ids: list[int], word_ids: list[int | None], num_words: int, unk_id: int) -> list[list[int]]:
+    """One sentence's subword ids grouped by word; a word the tokenizer maps to nothing gets [UNK]."""
+    pieces: list[list[int]] = [[] for _ in range(num_words)]
+    for token_id, word_id in zip(ids, word_ids, strict=True):
+        if word_id is not None:
+            pieces[word_id].append(token_id)
+    return [p if p else [unk_id] for p in pieces]
+
+
+def rust_tokenizer(tokenizer):
+    """The ``tokenizers.Tokenizer`` to which ``tokenizer(sentences, is_split_into_words=True,
+    add_special_tokens=False)`` hands the words and nothing else, or None where the call may do more (a class
+    with its own encoding, truncation or padding left set on the backend, another transformers)."""
+    try:
+        from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+        from transformers.tokenization_utils_tokenizers import TokenizersBackend
+    except ImportError:
+        return None
+    cls = type(tokenizer)
+    if not (isinstance(tokenizer, TokenizersBackend) and cls.__call__ is PreTrainedTokenizerBase.__call__
+            and cls._encode_plus is TokenizersBackend._encode_plus and not hasattr(tokenizer, "_switch_to_input_mode")):
+        return None
+    backend = tokenizer.backend_tokenizer
+    plain = (backend.truncation is None and backend.padding is None
+             and backend.encode_special_tokens == bool(tokenizer.split_special_tokens))
+    return backend if plain else None
+
+
+def tokenize_words(tokenizer, sentences: list[list[str]]) -> tuple[list[list[int]], list[list[int | None]]]:
+    """What ``tokenizer(sentences, is_split_into_words=True, add_special_tokens=False)`` gives, per sentence:
+    the subword ids and the word of each (None: no word). Straight from the Rust tokenizer where that is the
+    same (:func:`rust_tokenizer`): transformers' conversion of its output builds three Python lists per sentence
+    (and their garbage collection, a full collection every few calls in a large process, costs more than the
+    conversion)."""
+    if not sentences:
+        return [], []
+    backend = rust_tokenizer(tokenizer)
+    if backend is not None:
+        encodings = backend.encode_batch(sentences, add_special_tokens=False, is_pretokenized=True)
+        return [e.ids for e in encodings], [e.word_ids for e in encodings]
+    encoded = tokenizer(sentences, is_split_into_words=True, add_special_tokens=False, verbose=False)
+    return encoded["input_ids"], [encoded.word_ids(i) for i in range(len(sentences))]
 
 
 def pack_sentences(sizes: list[int], documents: list[int], budget: int) -> list[list[int]]:
@@ -108,9 +151,18 @@ def encode_batch(
     """
     check_context(context)
     first, last = special_ids(tokenizer)
+    return encode_pieces(batch, word_subwords(tokenizer, batch["words"]), (first, last), label_to_id=label_to_id,
+                         max_length=max_length, context=context)
+
+
+def encode_pieces(batch: dict[str, list], all_pieces: list[list[list[int]]], specials: tuple[int, int], *,
+                  label_to_id: dict[str, int] | None, max_length: int, context: str) -> dict[str, list]:
+    """:func:`encode_batch` after tokenization: ``all_pieces`` (per sentence, per word, its subword ids, at
+    least one; see :func:`word_subwords`) and ``specials`` (the opening and closing ids) -> the rows.
+    A word's pieces beyond ``max_length - 2`` are cut off (in place)."""
+    first, last = specials
     budget = max_length - 2
     out: dict[str, list] = {k: [] for k in ROW_KEYS}
-    all_pieces = word_subwords(tokenizer, batch["words"])
     for sid, pieces in zip(batch["sentence_id"], all_pieces, strict=True):
         for j, p in enumerate(pieces):  # only the first subword is read; keep the word, cut its tail of pieces
             if len(p) > budget:
@@ -155,3 +207,149 @@ def encode_batch(
         for w, (start, end) in enumerate(windows):
             emit([(i, start, end, [int(owners[j] == w) for j in range(start, end)])])
     return out
+
+
+def ragged_index(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column of every element of rows of ``lengths`` laid end to end: two (sum(lengths),) arrays."""
+    rows = np.repeat(np.arange(len(lengths)), lengths)
+    starts = np.cumsum(lengths) - lengths
+    return rows, np.arange(int(lengths.sum())) - np.repeat(starts, lengths)
+
+
+def _flat(lists, total: int) -> np.ndarray:
+    """Lists of ints, concatenated: (total,) int64."""
+    return np.fromiter(itertools.chain.from_iterable(lists), dtype=np.int64, count=total)
+
+
+def _lengths(lists) -> np.ndarray:
+    return np.fromiter(map(len, lists), dtype=np.int64)
+
+
+@dataclass
+class EncodedRows:
+    """Model inputs (the rows of :func:`encode_batch`) as flat int64 arrays, row after row.
+
+    Row r's subwords are ``input_ids[a:a + n_tok[r]]`` with ``a = n_tok[:r].sum()``; its words (``word_positions``,
+    ``labels``, ``owned``, ``word_sentence``, ``word_index``) likewise by ``n_word``. ``sentence_id`` and
+    ``word_offset`` (R,) are those of each row's first word.
+    """
+
+    input_ids: np.ndarray  # (sum n_tok,)
+    n_tok: np.ndarray  # (R,)
+    word_positions: np.ndarray  # (sum n_word,)
+    labels: np.ndarray  # (sum n_word,)
+    owned: np.ndarray  # (sum n_word,)
+    word_sentence: np.ndarray  # (sum n_word,)
+    word_index: np.ndarray  # (sum n_word,)
+    n_word: np.ndarray  # (R,)
+    sentence_id: np.ndarray  # (R,)
+    word_offset: np.ndarray  # (R,)
+
+    def __len__(self) -> int:
+        return len(self.n_tok)
+
+    @classmethod
+    def from_rows(cls, rows: list[dict]) -> EncodedRows:
+        """Rows as dicts of lists (:data:`ROW_KEYS`); a row without ``word_sentence`` / ``word_index`` (one
+        sentence or window) gets them from its ``sentence_id`` and ``word_offset``."""
+        b = len(rows)
+        n_tok = _lengths(r["input_ids"] for r in rows)
+        n_word = _lengths(r["word_positions"] for r in rows)
+        total = int(n_word.sum())
+        sentence_id = np.fromiter((r["sentence_id"] for r in rows), dtype=np.int64, count=b)
+        word_offset = np.fromiter((r["word_offset"] for r in rows), dtype=np.int64, count=b)
+        word_row, word_col = ragged_index(n_word)
+        word_sentence = sentence_id[word_row]  # (sum n_word,) rows of one sentence: from their first word's
+        word_index = word_offset[word_row] + word_col
+        listed = [r for r in rows if "word_sentence" in r]  # rows that name every word's sentence
+        if listed:
+            has = np.fromiter(("word_sentence" in r for r in rows), dtype=bool, count=b)[word_row]
+            word_sentence[has] = _flat((r["word_sentence"] for r in listed), int(has.sum()))
+            word_index[has] = _flat((r["word_index"] for r in listed), int(has.sum()))
+        return cls(_flat((r["input_ids"] for r in rows), int(n_tok.sum())), n_tok,
+                   _flat((r["word_positions"] for r in rows), total), _flat((r["labels"] for r in rows), total),
+                   _flat((r["owned"] for r in rows), total), word_sentence, word_index, n_word, sentence_id,
+                   word_offset)
+
+    @classmethod
+    def from_columns(cls, columns: dict[str, list]) -> EncodedRows:
+        """:func:`encode_batch`'s output (columns of :data:`ROW_KEYS`)."""
+        n_tok, n_word = _lengths(columns["input_ids"]), _lengths(columns["word_positions"])
+        tokens, words = int(n_tok.sum()), int(n_word.sum())
+        return cls(_flat(columns["input_ids"], tokens), n_tok,
+                   *(_flat(columns[k], words) for k in ("word_positions", "labels", "owned", "word_sentence",
+                                                        "word_index")),
+                   n_word, np.asarray(columns["sentence_id"], dtype=np.int64).reshape(-1),
+                   np.asarray(columns["word_offset"], dtype=np.int64).reshape(-1))
+
+    @classmethod
+    def concat(cls, parts: list[EncodedRows]) -> EncodedRows:
+        """The rows of ``parts``, one after the other."""
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in cls.__dataclass_fields__))
+
+    def take(self, order: np.ndarray) -> EncodedRows:
+        """Rows ``order[0]``, ``order[1]``, ... (an index array of rows)."""
+        def gather(lengths: np.ndarray) -> np.ndarray:  # (sum lengths[order],) flat index of the new elements
+            starts, chosen = np.cumsum(lengths) - lengths, lengths[order]
+            return np.repeat(starts[order] - (np.cumsum(chosen) - chosen), chosen) + np.arange(int(chosen.sum()))
+
+        tok, word = gather(self.n_tok), gather(self.n_word)
+        return EncodedRows(self.input_ids[tok], self.n_tok[order], self.word_positions[word], self.labels[word],
+                           self.owned[word], self.word_sentence[word], self.word_index[word], self.n_word[order],
+                           self.sentence_id[order], self.word_offset[order])
+
+
+def encode_sentences(sentences: list[list[str]], tokenizer, max_length: int) -> EncodedRows:
+    """Unlabelled sentences (ids 0, 1, ...), each alone (``context="sentence"``) -> exactly the rows, in the
+    order, that :func:`encode_batch` gives (no row for an empty sentence).
+
+    The common case is vectorised over the tokenizer's output (:func:`tokenize_words`, the whole list in one call):
+    a sentence whose subwords fit ``max_length - 2``
+    and where every word has at least one subword is ``[CLS] subwords [SEP]`` with each word's first subword
+    where its word id starts. Any other sentence (windowed, [UNK] for a word the tokenizer maps to nothing, a
+    subword of no word) goes through :func:`encode_pieces`, the general path.
+    """
+    first, last = special_ids(tokenizer)
+    budget = max_length - 2
+    ids, word_ids = tokenize_words(tokenizer, sentences)
+    n_sent = len(sentences)
+    n_tok, n_words = _lengths(ids), _lengths(sentences)  # (S,) subwords (no specials) and words per sentence
+    unowned = np.fromiter(map(operator.contains, word_ids, itertools.repeat(None)), dtype=bool, count=n_sent)
+    known = word_ids  # subwords of no word (None) -> -1; such sentences take the general path
+    if unowned.any():
+        known = [[-1 if w is None else w for w in ws] if u else ws for ws, u in zip(word_ids, unowned, strict=True)]
+    total = int(n_tok.sum())
+    flat_ids, flat_words = _flat(ids, total), _flat(known, total)  # (T,) all sentences' subwords
+    tok_sent, tok_col = ragged_index(n_tok)  # (T,)
+    # word ids must run 0, 0, 1, 2, 2, ..., n-1 within a sentence: each word's subwords consecutive, none empty
+    previous = np.where(tok_col == 0, -1, np.roll(flat_words, 1))
+    step = flat_words - previous  # (T,) 1 where a word starts, 0 inside one
+    broken = np.bincount(tok_sent[(step != 0) & (step != 1)], minlength=n_sent) > 0  # (S,)
+    last_word = np.full(n_sent, -1)
+    last_word[n_tok > 0] = flat_words[np.cumsum(n_tok)[n_tok > 0] - 1]
+    fast = (n_words > 0) & (n_tok <= budget) & ~unowned & ~broken & (last_word == n_words - 1)
+    slow = np.flatnonzero((n_words > 0) & ~fast)
+
+    # fast rows: [first] subwords [last]; one row per sentence, every word owned
+    keep = fast[tok_sent]  # (T,) subwords of fast sentences
+    rows = np.flatnonzero(fast)  # (F,) their sentence ids
+    row_tok = n_tok[rows] + 2
+    input_ids = np.empty(int(row_tok.sum()), dtype=np.int64)
+    ends = np.cumsum(row_tok)
+    input_ids[ends - row_tok], input_ids[ends - 1] = first, last
+    inner = np.ones(len(input_ids), dtype=bool)
+    inner[ends - row_tok] = inner[ends - 1] = False
+    input_ids[inner] = flat_ids[keep]
+    n_word = n_words[rows]
+    word_row, word_col = ragged_index(n_word)
+    parts = [EncodedRows(input_ids, row_tok, tok_col[keep & (step == 1)] + 1, np.full(len(word_row), IGNORE),
+                         np.ones(len(word_row), dtype=np.int64), rows[word_row], word_col, n_word, rows,
+                         np.zeros(len(rows), dtype=np.int64))]
+    if len(slow):
+        pieces = [group_subwords(ids[i], word_ids[i], int(n_words[i]), tokenizer.unk_token_id) for i in slow]
+        batch = {"words": [sentences[i] for i in slow], "tags": [None] * len(slow), "sentence_id": slow.tolist()}
+        parts.append(EncodedRows.from_columns(encode_pieces(batch, pieces, (first, last), label_to_id=None,
+                                                            max_length=max_length, context="sentence")))
+    merged = EncodedRows.concat(parts)
+    # back to encode_batch's order: by sentence, a sentence's windows in order (stable: they are in order)
+    return merged.take(np.argsort(merged.sentence_id, kind="stable"))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import itertools
 import logging
 import random
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ from datasets.fingerprint import generate_random_fingerprint
 
 from tokexit.data.conll import Corpus, detect_task, read_corpus
 from tokexit.data.embedded import is_embedded, load_embedded
-from tokexit.data.encoding import IGNORE, check_context, encode_batch
+from tokexit.data.encoding import IGNORE, EncodedRows, check_context, encode_batch, ragged_index
 
 log = logging.getLogger(__name__)
 
@@ -128,67 +127,76 @@ def build_dataset(corpus: Corpus, tokenizer, labels: LabelSet | None, max_length
             datasets.enable_progress_bars()
 
 
-def _flat(rows: list[dict], key: str, total: int) -> np.ndarray:
-    """The ``key`` lists of every row, concatenated: (total,) int64."""
-    return np.fromiter(itertools.chain.from_iterable(r[key] for r in rows), dtype=np.int64, count=total)
-
-
-def _ragged_index(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Row and column of every element of rows of ``lengths`` laid end to end: two (sum(lengths),) arrays."""
-    rows = np.repeat(np.arange(len(lengths)), lengths)
-    starts = np.cumsum(lengths) - lengths
-    return rows, np.arange(int(lengths.sum())) - np.repeat(starts, lengths)
-
-
 def collate(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
     """Pad a list of inputs to the longest one: (B, T) subwords and (B, W) words.
 
     ``word_sentence`` / ``word_index`` (B, W) name each word's sentence and its index there (-1: padding);
     rows without them (one sentence or window each) get them from ``sentence_id`` and ``word_offset``.
     ``sentence_id`` / ``word_offset`` (B,) are those of each input's first word. ``token_word`` (B, T) is the
-    word of each subword (-1: the special tokens and padding). Built from the rows' lists concatenated, with
-    vectorised index arithmetic (no Python loop over subwords or words).
+    word of each subword (-1: the special tokens and padding). Built from the rows' lists concatenated
+    (:class:`~tokexit.data.encoding.EncodedRows`), with vectorised index arithmetic (:func:`padded_batches`).
     """
-    b = len(rows)
-    n_tok = np.fromiter((len(r["input_ids"]) for r in rows), dtype=np.int64, count=b)  # (B,)
-    n_word = np.fromiter((len(r["word_positions"]) for r in rows), dtype=np.int64, count=b)  # (B,)
-    t, w = int(n_tok.max()), int(n_word.max())
-    tok_row, tok_col = _ragged_index(n_tok)  # (sum n_tok,)
-    word_row, word_col = _ragged_index(n_word)  # (sum n_word,)
-    sentence_id = np.fromiter((r["sentence_id"] for r in rows), dtype=np.int64, count=b)
-    word_offset = np.fromiter((r["word_offset"] for r in rows), dtype=np.int64, count=b)
+    return padded_batches(EncodedRows.from_rows(rows), len(rows), pad_id)[0]
 
-    def padded(shape: tuple[int, int], fill: int, at: tuple[np.ndarray, np.ndarray], values) -> torch.Tensor:
-        out = np.full(shape, fill, dtype=np.int64)
+
+def padded_batches(rows: EncodedRows, batch_size: int, pad_id: int) -> list[dict[str, torch.Tensor]]:
+    """Consecutive rows in batches of ``batch_size`` (the last one smaller), each as :func:`collate` pads it.
+
+    All batches are filled at once (no Python loop over rows, subwords or words): the subword tensors of every
+    batch share one buffer, batch after batch, the word tensors another, and each batch's tensors are views.
+    """
+    r = len(rows)
+    if r == 0:
+        return []
+    index = np.arange(r)
+    batch, local = np.divmod(index, batch_size)  # (R,) each row's batch and place in it
+    starts = index[::batch_size]  # (K,) each batch's first row
+    sizes = np.minimum(batch_size, r - starts)  # (K,) rows per batch
+
+    def layout(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(K,) padded width of each batch, (K + 1,) where each batch starts in the buffer, (R,) where each row
+        starts there, (sum lengths,) where each element goes."""
+        width = np.maximum.reduceat(lengths, starts)
+        offsets = np.zeros(len(starts) + 1, dtype=np.int64)
+        np.cumsum(sizes * width, out=offsets[1:])
+        row_base = offsets[batch] + local * width[batch]
+        return width, offsets, row_base, np.repeat(row_base - (np.cumsum(lengths) - lengths), lengths) + np.arange(
+            int(lengths.sum()))
+
+    t, tok_offsets, tok_base, tok_at = layout(rows.n_tok)  # (K,), (K + 1,), (R,), (sum n_tok,)
+    w, word_offsets, _, word_at = layout(rows.n_word)  # (K,), (K + 1,), (R,), (sum n_word,)
+    # a word's subwords run from its first one to the next word's (the closing special token ends the last word)
+    positions = rows.word_positions  # (sum n_word,) first subword of each word
+    word_row, word_col = ragged_index(rows.n_word)
+    ends = np.append(positions[1:], 0)
+    has_words = rows.n_word > 0
+    ends[(np.cumsum(rows.n_word) - 1)[has_words]] = rows.n_tok[has_words] - 1
+    span_word, span_col = ragged_index(ends - positions)  # (sum of subwords per word,)
+
+    def buffer(size: int, fill, at: np.ndarray, values, dtype=np.int64) -> torch.Tensor:
+        out = np.full(size, fill, dtype=dtype)
         out[at] = values
         return torch.from_numpy(out)
 
-    positions = _flat(rows, "word_positions", int(n_word.sum()))  # (sum n_word,) first subword of each word
-    word_sentence = sentence_id[word_row]  # (sum n_word,) rows of one sentence: from their first word's
-    word_index = word_offset[word_row] + word_col
-    listed = [r for r in rows if "word_sentence" in r]  # rows that name every word's sentence
-    if listed:
-        has = np.fromiter(("word_sentence" in r for r in rows), dtype=bool, count=b)[word_row]
-        word_sentence[has] = _flat(listed, "word_sentence", int(has.sum()))
-        word_index[has] = _flat(listed, "word_index", int(has.sum()))
-    # a word's subwords run from its first one to the next word's (the closing special token ends the last word)
-    ends = np.append(positions[1:], 0)
-    last = np.cumsum(n_word) - 1  # (B,) index of each row's last word (rows have at least one word)
-    ends[last[n_word > 0]] = n_tok[n_word > 0] - 1
-    span = ends - positions  # (sum n_word,) subwords per word
-    span_row, span_col = _ragged_index(span)
-    return {
-        "input_ids": padded((b, t), pad_id, (tok_row, tok_col), _flat(rows, "input_ids", len(tok_row))),
-        "attention_mask": padded((b, t), 0, (tok_row, tok_col), 1),
-        "word_positions": padded((b, w), -1, (word_row, word_col), positions),
-        "labels": padded((b, w), IGNORE, (word_row, word_col), _flat(rows, "labels", len(positions))),
-        "owned": padded((b, w), 0, (word_row, word_col), _flat(rows, "owned", len(positions))).bool(),
-        "token_word": padded((b, t), -1, (word_row[span_row], positions[span_row] + span_col), word_col[span_row]),
-        "sentence_id": torch.from_numpy(sentence_id),
-        "word_offset": torch.from_numpy(word_offset),
-        "word_sentence": padded((b, w), -1, (word_row, word_col), word_sentence),
-        "word_index": padded((b, w), -1, (word_row, word_col), word_index),
-    }
+    token_at = tok_base[word_row[span_word]] + positions[span_word] + span_col  # (sum span,)
+    n_tok, n_word = int(tok_offsets[-1]), int(word_offsets[-1])
+    # (key, buffer, kind: 0 per subword, 1 per word, 2 per row), in the order of collate's batches
+    buffers = [("input_ids", buffer(n_tok, pad_id, tok_at, rows.input_ids), 0),
+               ("attention_mask", buffer(n_tok, 0, tok_at, 1), 0),
+               ("word_positions", buffer(n_word, -1, word_at, positions), 1),
+               ("labels", buffer(n_word, IGNORE, word_at, rows.labels), 1),
+               ("owned", buffer(n_word, False, word_at, rows.owned != 0, dtype=bool), 1),
+               ("token_word", buffer(n_tok, -1, token_at, word_col[span_word]), 0),
+               ("sentence_id", torch.from_numpy(rows.sentence_id.copy()), 2),
+               ("word_offset", torch.from_numpy(rows.word_offset.copy()), 2),
+               ("word_sentence", buffer(n_word, -1, word_at, rows.word_sentence), 1),
+               ("word_index", buffer(n_word, -1, word_at, rows.word_index), 1)]
+    out = []
+    for b, tk, wk, k0, w0, r0 in zip(sizes.tolist(), t.tolist(), w.tolist(), tok_offsets[:-1].tolist(),
+                                     word_offsets[:-1].tolist(), starts.tolist(), strict=True):  # views of buffers
+        view = ((b, tk), (tk, 1), k0), ((b, wk), (wk, 1), w0), ((b,), (1,), r0)  # size, stride, offset by kind
+        out.append({k: v.as_strided(*view[kind]) for k, v, kind in buffers})
+    return out
 
 
 def length_sorted_loader(data: datasets.Dataset, batch_size: int, pad_id: int,

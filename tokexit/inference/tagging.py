@@ -3,12 +3,13 @@ input that owns it, predictions back in corpus order (sentence by sentence, word
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from tokexit.data.conll import Corpus, Sentence, bio_to_iob1
-from tokexit.data.encoding import encode_batch
-from tokexit.data.tagging import LabelSet, build_dataset, collate, length_sorted_loader
+from tokexit.data.encoding import encode_sentences
+from tokexit.data.tagging import LabelSet, build_dataset, length_sorted_loader, padded_batches
 from tokexit.engine import MultiExitEncoder, early_exit_forward
 from tokexit.engine.flops import full_model_flops
 from tokexit.inference.collect import PredictionCollector, per_sentence
@@ -24,16 +25,16 @@ def corpus_loader(corpus: Corpus, tokenizer, labels: LabelSet | None, batch_size
 
 def sentence_batches(sentences: list[list[str]], tokenizer, batch_size: int, max_length: int,
                      ) -> list[dict[str, torch.Tensor]]:
-    """Unlabelled non-empty sentences -> the batches :func:`corpus_loader` gives for them (the same inputs, the
-    same length-sorted order), encoded directly (:func:`~tokexit.data.encoding.encode_batch`) instead of through
-    a ``datasets.Dataset``, whose ``map`` fingerprints the tokenizer on every call (~0.2 s each: the cost of a
-    small ``Tagger.tag`` call, or of every chunk of ``tokexit.tag``)."""
-    columns = encode_batch({"words": sentences, "tags": [None] * len(sentences),
-                            "sentence_id": list(range(len(sentences))), "document": [0] * len(sentences)},
-                           tokenizer=tokenizer, label_to_id=None, max_length=max_length, context="sentence")
-    rows = [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
-    rows.sort(key=lambda row: len(row["input_ids"]))  # stable: as length_sorted_loader orders them
-    return [collate(rows[i:i + batch_size], tokenizer.pad_token_id) for i in range(0, len(rows), batch_size)]
+    """Unlabelled sentences -> the batches :func:`corpus_loader` gives for them (the same inputs, the same
+    length-sorted order, the same tensors), built directly instead of through a ``datasets.Dataset`` (whose
+    ``map`` fingerprints the tokenizer on every call, ~0.2 s each: the cost of a small ``Tagger.tag`` call, or of
+    every chunk of ``tokexit.tag``): the rows of :func:`~tokexit.data.encoding.encode_sentences` (vectorised for
+    sentences that fit, :func:`~tokexit.data.encoding.encode_batch`'s path for the rest), padded by
+    :func:`~tokexit.data.tagging.padded_batches`. An empty sentence has no input. The batches' tensors are views
+    into a few shared buffers."""
+    rows = encode_sentences(sentences, tokenizer, max_length)
+    order = np.argsort(rows.n_tok, kind="stable")  # as length_sorted_loader orders them
+    return padded_batches(rows.take(order), batch_size, tokenizer.pad_token_id)
 
 
 class WordBatches:
