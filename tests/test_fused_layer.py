@@ -4,10 +4,14 @@ when a weight changes in place, never used where gradients are wanted."""
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_early_exit import CONFIG
 from transformers import AutoModel
 
 from tokexit.engine import MultiExitEncoder
+from tokexit.engine import layer as layer_module
 from tokexit.engine.layer import fused_qkv, project_qkv
 
 
@@ -72,3 +76,22 @@ def test_fused_weights_follow_a_fused_optimizer_step():
         q, k, v = project_qkv(parts, x)
         assert (q - parts.query(x)).abs().max() <= 1e-6
         assert (k - parts.key(x)).abs().max() <= 1e-6
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 5), st.integers(1, 4), st.integers(1, 9), st.integers(1, 9), st.integers(0, 10_000),
+       st.sampled_from([torch.float32, torch.bfloat16]), st.booleans())
+def test_attention_as_batched_gemms_equals_sdpa(b, n, q_len, k_len, seed, dtype, materialise):
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(b, n, length, 8, generator=g).to(dtype) for length in (q_len, k_len, k_len))
+    mask = torch.rand(b, 1, 1, k_len, generator=g) < 0.7
+    mask[..., 0] = True  # every query sees a key
+    limit = layer_module.SCORES_LIMIT
+    try:
+        layer_module.SCORES_LIMIT = limit if materialise else 0  # 0: always scaled_dot_product_attention
+        out = layer_module.attend(q, k, v, mask)
+    finally:
+        layer_module.SCORES_LIMIT = limit
+    ref = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask)
+    assert out.dtype == dtype and out.shape == (b, n, q_len, 8)
+    assert torch.allclose(out.float(), ref, atol=1e-5 if dtype == torch.float32 else 3e-2)

@@ -19,6 +19,7 @@ Tagging is one pass (no warm-up, no timing, no FLOPs): the path of ``python -m t
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,6 +124,15 @@ class TaggedWord:
     exit_layer: int  # 1-based layer whose exit gave the tag
 
 
+def settle_gc() -> None:
+    """Collect garbage, then move every object alive now (the model, torch's and transformers' modules: ~450k
+    objects) out of the cyclic garbage collector's reach (``gc.freeze``). Without it, each full collection that a
+    long tagging run sets off walks them all (~0.2 s each, measured on eng.testb: one per ~3 s of tagging).
+    Objects created later are collected as usual; ``gc.unfreeze()`` undoes it."""
+    gc.collect()
+    gc.freeze()
+
+
 def quantized(model, quantize: str | None):
     """``model`` with its linear layers quantized by :func:`tokexit.engine.quantize.quantize_model` (in place; a
     ValueError names the schemes it accepts); ``quantize`` None leaves it as it is."""
@@ -151,6 +161,7 @@ class Tagger:
         device = resolve_device(device)
         tagger = cls(encoder, tokenizer, labels, meta.get("max_length", 512), device, meta.get("profiles"), directory)
         quantized(tagger.encoder, quantize)  # on its device: int8 refuses anything but the CPU
+        settle_gc()
         return tagger
 
     @property
@@ -213,6 +224,7 @@ class Classifier:
         device = resolve_device(device)
         classifier = cls(model, tokenizer, task, meta.get("max_length", 512), device, meta.get("profiles"), directory)
         quantized(classifier.model, quantize)
+        settle_gc()
         return classifier
 
     @property

@@ -16,10 +16,9 @@ not its rows, so gathering would only add operations. Both ways compute the same
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from tokexit.backbones.base import LayerParts
-from tokexit.engine.layer import encoder_layer, project_qkv
+from tokexit.engine.layer import attend, encoder_layer, project_qkv
 
 DENSE_ROWS = 64  # blocks of at most this many (B x T) slots are computed whole (scripts/benchmark_dense_blocks.py)
 
@@ -96,8 +95,7 @@ def sparse_layer(
     k_len = k.shape[1]
     k = k.view(b, k_len, n, d).transpose(1, 2)  # (B', n, K, d)
     v = v.view(b, k_len, n, d).transpose(1, 2)
-    context = F.scaled_dot_product_attention(q.view(b, q_max, n, d).transpose(1, 2), k, v,
-                                             attn_mask=key_mask[:, None, None, :])
+    context = attend(q.view(b, q_max, n, d).transpose(1, 2), k, v, key_mask[:, None, None, :])
     context = context.transpose(1, 2).reshape(b, q_max, n * d)[r, slot]  # (N, n*d) back to packed
     x = parts.attn_norm(parts.attn_out(context) + x)
     x = parts.ffn_norm(parts.ffn_out(parts.act(parts.ffn_in(x))) + x)

@@ -71,6 +71,33 @@ def project_qkv(parts: LayerParts, hidden: torch.Tensor) -> tuple[torch.Tensor, 
     return F.linear(hidden, *fused).chunk(3, dim=-1)
 
 
+SCORES_LIMIT = 1 << 22  # inference attention materialises at most this many scores (16 MiB fp32) in batched GEMMs
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, dropout: float = 0.0,
+           ) -> torch.Tensor:
+    """Attention of (B, n, Q, d) queries over (B, n, K, d) keys and values; ``mask`` (B, 1, 1, K) bool: visible
+    keys (each query row sees at least one). Returns (B, n, Q, d) in the queries' dtype.
+
+    On the CPU at inference, while the (B·n, Q, K) scores fit :data:`SCORES_LIMIT`, the scores are one batched
+    GEMM in fp32 (``baddbmm`` with the mask as an additive bias), a softmax and a second batched GEMM: for the short
+    sequences of tagging that is 1.5-3x faster than PyTorch's CPU flash-attention kernel, whose fixed cost per
+    (sentence, head) dominates there, and above all than its bf16 variant. Longer inputs, GPUs and training
+    (dropout) use ``scaled_dot_product_attention``."""
+    b, n, q_len, d = q.shape
+    k_len = k.shape[2]
+    if dropout or q.device.type != "cpu" or b * n * q_len * k_len > SCORES_LIMIT:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+    def fp32(x: torch.Tensor) -> torch.Tensor:  # (B, n, L, d) view, any dtype -> (B·n, L, d) fp32, one copy
+        return torch.empty(x.shape, dtype=torch.float32).copy_(x).view(b * n, x.shape[2], d)
+
+    bias = torch.zeros(mask.shape, dtype=torch.float32).masked_fill_(~mask, float("-inf"))  # (B, 1, 1, K)
+    scores = torch.baddbmm(bias.expand(b, n, q_len, k_len).reshape(b * n, q_len, k_len), fp32(q),
+                           fp32(k).transpose(1, 2), alpha=d ** -0.5)  # (B·n, Q, K)
+    context = torch.bmm(scores.softmax(-1), fp32(v))  # (B·n, Q, d)
+    return context.view(b, n, q_len, d).to(q.dtype)
+
+
 def encoder_layer(
     parts: LayerParts,
     hidden: torch.Tensor,
@@ -88,9 +115,7 @@ def encoder_layer(
         return x.view(b, t, n, d).transpose(1, 2)
 
     q, k, v = map(heads, project_qkv(parts, hidden))
-    context = F.scaled_dot_product_attention(
-        q, k, v, attn_mask=mask, dropout_p=attention_dropout if training else 0.0
-    )  # (B, n, T, d)
+    context = attend(q, k, v, mask, attention_dropout if training else 0.0)  # (B, n, T, d)
     context = context.transpose(1, 2).reshape(b, t, n * d)
     attn = F.dropout(parts.attn_out(context), hidden_dropout, training)
     hidden = parts.attn_norm(attn + hidden)
