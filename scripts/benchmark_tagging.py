@@ -11,10 +11,14 @@ model and returns one tag per input word, in memory. Loading the model is not ti
   order); each word takes the tag of its first subword (the first entry whose start offset falls in the word);
 - ``ort-fp32`` / ``ort-int8``: ONNX Runtime on that model exported to ONNX (dynamic batch and length;
   int8: ``onnxruntime.quantization.quantize_dynamic``), with the ``hf-sorted`` tokenisation and batching;
-- ``tokexit-fp32`` / ``tokexit-int8``: ``Tagger.load(dir[, quantize="int8"]).tag(words, batch_size)``, full model;
-- ``tokexit-Nx-fp32`` / ``-int8``: the token-window exit at an N x FLOPs speed-up: ``Tagger.tag(speed=N)`` when the
-  model directory holds that speed profile (``tokexit.evaluate ... save_profile=true``), else a threshold calibrated
-  here on ``--calibration-file`` with ``tokexit.inference.calibration`` (the fp32 threshold serves int8 too);
+- ``hf-sorted-bf16``: ``hf-sorted`` with the model in bfloat16 (``model.to(torch.bfloat16)``: what a user with a
+  bf16-capable CPU would run instead);
+- ``tokexit-fp32`` / ``-int8`` / ``-bf16``: ``Tagger.load(dir[, quantize="int8"|"bf16"]).tag(words, batch_size)``,
+  full model;
+- ``tokexit-Nx-fp32`` / ``-int8`` / ``-bf16``: the token-window exit at an N x FLOPs speed-up:
+  ``Tagger.tag(speed=N)`` when the model directory holds that speed profile (``tokexit.evaluate ...
+  save_profile=true``), else a threshold calibrated here on ``--calibration-file`` with
+  ``tokexit.inference.calibration`` (the fp32 threshold serves int8 and bf16 too);
 - ``dynabert-Nx``: a DynaBERT tagger (``--dynabert-dir``) at half width with the token window; skipped, with the
   reason in the JSON, when no directory is given or it is missing. Its F1 is only given when its labels are the
   test file's.
@@ -472,9 +476,10 @@ class Rows:
             self.procs[name].join(timeout=30)
 
 
-def run_cell(rows: Rows, path: str, batch_size: int, repeats: int) -> dict[str, dict]:
-    """One corpus at one batch size: warm-up (predictions kept), then interleaved rounds; per row its results."""
-    names = list(rows.conns)
+def run_cell(rows: Rows, path: str, batch_size: int, repeats: int, only: list[str] | None = None) -> dict[str, dict]:
+    """One corpus at one batch size: warm-up (predictions kept), then interleaved rounds; per row its results.
+    ``only``: these rows (of those running) instead of all; with ``repeats`` 0 the warm-up pass is the timing."""
+    names = [name for name in rows.conns if only is None or name in only]
     for name in names:
         rows.ask(name, "reset")
     results: dict[str, dict] = {}
@@ -632,6 +637,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, default=0, help="first N sentences of the test file (0: all)")
     p.add_argument("--batch-sizes", default="32,1", help="for the test file")
     p.add_argument("--large-batch-sizes", default="32", help="for the large corpus")
+    p.add_argument("--large-rows", default=None, help="comma-separated rows to run on the large corpus (default: all)")
+    p.add_argument("--large-repeats", type=int, default=None,
+                   help="timed rounds on the large corpus (default --repeats; 0: the warm-up pass is timed)")
     p.add_argument("--rows", default=",".join(ALL_ROWS), help=f"comma-separated, of: {','.join(ALL_ROWS)} "
                    "(dynabert: skipped, with the reason in the JSON, without --dynabert-dir)")
     p.add_argument("--speeds", default="2,3", help="FLOPs speed-ups of the token-window rows (tokexit-Nx-*)")
@@ -650,6 +658,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.speeds = [float(x) for x in args.speeds.split(",") if x]
     args.batch_sizes = [int(x) for x in args.batch_sizes.split(",") if x]
     args.large_batch_sizes = [int(x) for x in args.large_batch_sizes.split(",") if x]
+    args.large_rows = [r.strip() for r in args.large_rows.split(",") if r.strip()] if args.large_rows else None
+    args.large_repeats = args.repeats if args.large_repeats is None else args.large_repeats
     return args
 
 
@@ -687,7 +697,9 @@ def main(argv: list[str] | None = None) -> dict:
             for c in corpora:
                 for batch_size in c["batch_sizes"]:
                     log.info("%s, batch %d: %d rows", c["corpus"], batch_size, len(rows.conns))
-                    results = run_cell(rows, c["path"], batch_size, args.repeats)
+                    large = c["gold"] is None
+                    results = run_cell(rows, c["path"], batch_size, args.large_repeats if large else args.repeats,
+                                       args.large_rows if large else None)
                     cell = {"corpus": c["corpus"], "batch_size": batch_size, "sentences": c["sentences"],
                             "words": c["words"], "scored": c["gold"] is not None,
                             "rows": summarise(results, c["gold"], task, c["words"])}
