@@ -584,7 +584,10 @@ def markdown(report: dict) -> str:
              f"start, {m['load_average_end']} at end; torch {m['torch']}, transformers {m['transformers']}, "
              f"onnxruntime {m['onnxruntime']}. {report['elapsed_s']} s in all.", "",
              "Words/s: file read, tokenised, tagged, one tag per word in memory (model load excluded); best of "
-             f"{s['repeats']} interleaved rounds after a warm-up, every row in its own process. "
+             f"{s['repeats']} interleaved rounds after a warm-up"
+             + (f" (large corpus: {s['large_repeats']} rounds; 0: the one warm-up pass is the timing, kernel "
+                "creation included)" if s.get("large_repeats", s["repeats"]) != s["repeats"] else "")
+             + ", every row in its own process. "
              f"x ORT = words/s over `{ORT_BASELINE}`; delta = score minus `{TOKEXIT_BASELINE}`'s. Peak RSS: the row "
              "process's resident high-water mark while tagging (model included).", ""]
     for cell in report["cells"]:

@@ -1,42 +1,28 @@
-"""bf16 inference (``quantize_model(model, "bf16")``, ``tokexit.engine.bf16``) stacked with early exit: the backbone
-runs in bfloat16 and the heads in fp32, every word is tagged under every fate and exit, predictions agree with
-fp32, threshold-0 exit equals the bf16 full model, a sentence's result does not depend on its batch neighbours
-(rows are padded to buckets, never mixed), and a converted model refuses to be saved."""
+"""bf16 inference (``quantize_model(model, "bf16")``, ``tokexit.engine.bf16``): row buckets, rows never mixed, the
+backbone in bfloat16 and the heads in fp32, prepacked weights and the fused GELU equal the plain product, a converted
+model refuses to be saved, a CPU without bf16 units gets a warning. Stacked with every exit and fate (every word
+tagged, threshold 0 = full model, batch-neighbour independence): tests/test_quantize.py, for int8 and bf16."""
 
 from __future__ import annotations
 
 import copy
-import functools
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
-from test_classification_engine import POLICIES as CLASSIFY_POLICIES
-from test_classification_engine import classifier
-from test_classification_engine import random_batch as classify_batch
 from test_early_exit import encoder, random_batch
-from test_quantize import exits, run
-from test_reduce import tagger
+from test_quantize import quantized
 from torch import nn
 
 from tokexit.engine import bf16 as bf16_module
 from tokexit.engine.bf16 import EXACT_ROWS, Bf16Linear, row_bucket
-from tokexit.engine.classify_exit import classify_early_exit
 from tokexit.engine.quantize import quantize_model
-from tokexit.exits import NoExit, SentenceExit, TokenWindowExit
-from tokexit.fates import Drop, HaltAndCopy, TokenReduction
 
 
-@functools.cache
 def converted(kind: str = "plain"):
     """A bf16 copy of a tiny model: ``plain`` tagger, ``selector`` tagger (for reduce), ``classifier``."""
-    build = {"plain": encoder, "selector": tagger, "classifier": classifier}
-    return quantize_model(copy.deepcopy(build[kind]()), "bf16")
-
-
-def fate(name: str):
-    return {"copy": HaltAndCopy, "drop": Drop, "reduce": lambda: TokenReduction(keep_ratio=0.5)}[name]()
+    return quantized(kind, scheme="bf16")
 
 
 @given(st.integers(1, 1 << 16))
@@ -77,67 +63,6 @@ def test_the_backbone_is_bf16_and_the_heads_stay_fp32():
         logits = model(batch["input_ids"], batch["attention_mask"], batch["word_positions"])
     assert all(x.dtype == torch.float32 for x in logits)  # exit decisions are taken in fp32
     assert not model.training
-
-
-@pytest.mark.parametrize("name", ["copy", "drop", "reduce"])
-def test_every_word_is_tagged_with_every_fate_and_exit(name):
-    kind = "selector" if name == "reduce" else "plain"
-    enc, ref = converted(kind), tagger() if kind == "selector" else encoder()
-    for seed in range(3):
-        batch = random_batch(6, 10, seed)
-        words = batch["word_positions"] >= 0
-        for policy in exits():
-            out = run(enc, policy, batch, fate(name))
-            assert (out.exit_layers[words] >= 1).all() and (out.exit_layers[~words] == 0).all()
-            fp32 = run(ref, policy, batch, fate(name))
-            agree = (out.predictions[words] == fp32.predictions[words]).float().mean()
-            assert agree >= 0.9, f"{name} {policy}: bf16 agrees with fp32 on {agree:.0%} of the words"
-
-
-@settings(max_examples=15, deadline=None)
-@given(st.integers(1, 6), st.integers(1, 12), st.integers(0, 10_000))
-def test_threshold_zero_equals_the_bf16_full_model(b, max_words, seed):
-    enc, batch = converted(), random_batch(b, max_words, seed)
-    with torch.no_grad():
-        full = enc(batch["input_ids"], batch["attention_mask"], batch["word_positions"])[-1]  # (N, C) dense path
-    words = batch["word_positions"] >= 0
-    for policy, fate_ in ((TokenWindowExit(0.0, window=3), HaltAndCopy()), (TokenWindowExit(0.0, window=3), Drop()),
-                          (SentenceExit(0.0), HaltAndCopy()), (NoExit(), HaltAndCopy())):
-        out = run(enc, policy, batch, fate_)
-        assert torch.equal(out.predictions[words], full.argmax(-1))
-        assert (out.exit_layers[words] == 4).all()
-
-
-@settings(max_examples=15, deadline=None)
-@given(st.integers(2, 6), st.integers(1, 12), st.floats(0.05, 0.6), st.integers(0, 10_000),
-       st.sampled_from(["copy", "drop", "reduce"]))
-def test_bf16_does_not_depend_on_batch_neighbours(b, max_words, threshold, seed, name):
-    enc = converted("selector" if name == "reduce" else "plain")
-    batch = random_batch(b, max_words, seed)
-    batch["input_ids"][0, 1:] = 99  # a neighbour unlike the others
-    for policy in (TokenWindowExit(threshold, window=3), SentenceExit(threshold), NoExit()):
-        together = run(enc, policy, batch, fate(name))
-        for i in range(b):
-            t, w = int(batch["attention_mask"][i].sum()), int((batch["word_positions"][i] >= 0).sum())
-            alone = run(enc, policy, {k: v[i: i + 1, : (w if k == "word_positions" else t)] for k, v in batch.items()},
-                        fate(name))
-            assert torch.equal(alone.predictions[0], together.predictions[i, :w])
-            assert torch.equal(alone.exit_layers[0], together.exit_layers[i, :w])
-            assert torch.allclose(alone.hidden[0].float(), together.hidden[i, :t].float(), atol=2e-2)
-
-
-@settings(max_examples=10, deadline=None)
-@given(st.sampled_from(sorted(CLASSIFY_POLICIES)), st.integers(2, 8), st.integers(0, 10_000))
-def test_bf16_classifier_equals_batch_size_one(name, b, seed):
-    model, batch = converted("classifier"), classify_batch(b, seed)
-    out = classify_early_exit(model, CLASSIFY_POLICIES[name], batch["input_ids"], batch["attention_mask"],
-                              batch["token_type_ids"])
-    for i in range(b):
-        n = int(batch["attention_mask"][i].sum())
-        alone = classify_early_exit(model, CLASSIFY_POLICIES[name], *(batch[k][i: i + 1, :n] for k in
-                                    ("input_ids", "attention_mask", "token_type_ids")))
-        assert torch.equal(alone.exit_layers[0], out.exit_layers[i])
-        assert torch.allclose(alone.logits[0], out.logits[i], atol=1e-2)
 
 
 def test_a_bf16_model_cannot_be_saved(tmp_path):
