@@ -48,9 +48,10 @@ class Bf16Linear(nn.Module):
         shape = x.shape
         x = x.reshape(-1, self.in_features).to(torch.bfloat16)  # (M, in)
         m = len(x)
-        if x.device.type == "cpu" and (rows := row_bucket(m)) != m:
+        cpu = x.device.type == "cpu"
+        if cpu and (rows := row_bucket(m)) != m:
             x = F.pad(x, (0, 0, 0, rows - m))  # (M', in): zero rows past M
-        if self.packed is not None and x.device.type == "cpu":
+        if cpu and self.packed is not None:
             post_op, algorithm = ("gelu", "none") if self.gelu else ("none", "")  # "none": erf GELU, not tanh
             y = torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, post_op, [], algorithm)
         else:

@@ -15,6 +15,9 @@ not its rows, so gathering would only add operations. Both ways compute the same
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 import torch
 
 from tokexit.backbones.base import LayerParts
@@ -41,6 +44,16 @@ def _padded(values: torch.Tensor, rows: torch.Tensor, slots: torch.Tensor, b: in
     return out
 
 
+def whole_layer(layer: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], hidden: torch.Tensor, real: torch.Tensor,
+                keys: torch.Tensor, computed: torch.Tensor) -> torch.Tensor:
+    """Every token of ``hidden`` (B, T, H) through ``layer(states, key_mask)``, then the states of the tokens not
+    ``computed`` put back: h ← m ⊙ Layer(h; keys) + (1 − m) ⊙ h. Differentiable (the training path); ``real``,
+    ``keys``, ``computed`` (B, T) as in :func:`sparse_layer`."""
+    visible = keys | ~keys.any(1, keepdim=True) & real  # a row without keys: any (its states are put back)
+    updated = layer(hidden, visible[:, None, None, :])  # (B, T, H)
+    return updated if bool((computed == real).all()) else torch.where(computed[..., None], updated, hidden)
+
+
 def sparse_layer(
     parts: LayerParts, hidden: torch.Tensor, real: torch.Tensor, keys: torch.Tensor, computed: torch.Tensor
 ) -> torch.Tensor:
@@ -53,9 +66,7 @@ def sparse_layer(
     if bool((computed == real).all()):
         return encoder_layer(parts, hidden, real[:, None, None, :])
     if hidden.shape[0] * hidden.shape[1] <= DENSE_ROWS:
-        visible = keys | ~keys.any(1, keepdim=True) & real  # a row without keys: any (its states are put back)
-        updated = encoder_layer(parts, hidden, visible[:, None, None, :])  # (B, T, H)
-        return torch.where(computed[..., None], updated, hidden)
+        return whole_layer(partial(encoder_layer, parts), hidden, real, keys, computed)
     busy = computed.any(1).nonzero().squeeze(1)  # (B',) sentences with work
     if busy.numel() == 0:
         return hidden

@@ -24,11 +24,12 @@ Two ways to run it:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 
 from tokexit.engine.flops import layer_flops
-from tokexit.engine.halting import sparse_layer
+from tokexit.engine.halting import sparse_layer, whole_layer
 from tokexit.fates.base import TokenFate
 from tokexit.fates.copy import HaltAndCopy
 
@@ -144,9 +145,7 @@ def run_layers(
         if packed:
             work = sparse_layer(parts, work, real, keys, computed)
         else:
-            keys = keys | ~computed.any(1, keepdim=True) & real  # a row with nothing computed: any keys, unused
-            updated = encoder.layer(layer, work, keys[:, None, None, :])
-            work = updated if bool((computed == real).all()) else torch.where(computed[..., None], updated, work)
+            work = whole_layer(partial(encoder.layer, layer), work, real, keys, computed)
         head = exits.after_layer(step, exit_index, work, rows, real)
         record.side_flops.append(_add(side, head))
         if exits.finished:
