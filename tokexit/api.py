@@ -125,9 +125,9 @@ class TaggedWord:
 
 
 def settle_gc() -> None:
-    """Collect garbage, then move every object alive now (the model, torch's and transformers' modules: ~450k
-    objects) out of the cyclic garbage collector's reach (``gc.freeze``). Without it, each full collection that a
-    long tagging run sets off walks them all (~0.2 s each, measured on eng.testb: one per ~3 s of tagging).
+    """Collect garbage, then move every object alive now (the model, torch's and transformers' modules: several
+    hundred thousand objects) out of the cyclic garbage collector's reach (``gc.freeze``). Without it, each full
+    collection that a long tagging run sets off walks them all, a pause of a noticeable fraction of a second.
     Objects created later are collected as usual; ``gc.unfreeze()`` undoes it."""
     gc.collect()
     gc.freeze()

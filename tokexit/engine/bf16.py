@@ -92,9 +92,9 @@ PACK_ROWS = 256  # the row count oneDNN lays the prepacked weight out for (a hin
 
 def prepacked(weight: torch.Tensor) -> torch.Tensor | None:
     """``weight`` (out, in) bf16 reordered once into oneDNN's blocked layout, as ``torch.compile``'s CPU freezing
-    does (``mkldnn._reorder_linear_weight``): a bf16 matrix product then skips the per-call reorder, 1.2x (640 rows)
-    to 2x (16 rows) faster on this project's CPU, with the same results. None where that private op is absent or
-    refuses the weight (another PyTorch build, a GPU tensor): :class:`Bf16Linear` then calls ``F.linear``."""
+    does (``mkldnn._reorder_linear_weight``): a bf16 matrix product then skips the per-call reorder (faster, most of
+    all for few rows), with the same results. None where that private op is absent or refuses the weight (another
+    PyTorch build, a GPU tensor): :class:`Bf16Linear` then calls ``F.linear``."""
     if weight.device.type != "cpu" or not torch.backends.mkldnn.is_available():
         return None
     try:

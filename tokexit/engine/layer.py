@@ -81,7 +81,7 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
 
     On the CPU at inference, while the (B·n, Q, K) scores fit :data:`SCORES_LIMIT`, the scores are one batched
     GEMM in fp32 (``baddbmm`` with the mask as an additive bias), a softmax and a second batched GEMM: for the short
-    sequences of tagging that is 1.5-3x faster than PyTorch's CPU flash-attention kernel, whose fixed cost per
+    sequences of tagging that is faster than PyTorch's CPU flash-attention kernel, whose fixed cost per
     (sentence, head) dominates there, and above all than its bf16 variant. Longer inputs, GPUs and training
     (dropout) use ``scaled_dot_product_attention``."""
     b, n, q_len, d = q.shape
