@@ -80,12 +80,14 @@ def test_fused_weights_follow_a_fused_optimizer_step():
 
 @settings(max_examples=30, deadline=None)
 @given(st.integers(1, 5), st.integers(1, 4), st.integers(1, 9), st.integers(1, 9), st.integers(0, 10_000),
-       st.sampled_from([torch.float32, torch.bfloat16]), st.booleans())
-def test_attention_as_batched_gemms_equals_sdpa(b, n, q_len, k_len, seed, dtype, materialise):
+       st.sampled_from([torch.float32, torch.bfloat16]), st.booleans(), st.booleans())
+def test_attention_as_batched_gemms_equals_sdpa(b, n, q_len, k_len, seed, dtype, materialise, masked):
     g = torch.Generator().manual_seed(seed)
     q, k, v = (torch.randn(b, n, length, 8, generator=g).to(dtype) for length in (q_len, k_len, k_len))
     mask = torch.rand(b, 1, 1, k_len, generator=g) < 0.7
     mask[..., 0] = True  # every query sees a key
+    if not masked:
+        mask = None  # every key visible
     limit = layer_module.SCORES_LIMIT
     try:
         layer_module.SCORES_LIMIT = limit if materialise else 0  # 0: always scaled_dot_product_attention
@@ -95,3 +97,25 @@ def test_attention_as_batched_gemms_equals_sdpa(b, n, q_len, k_len, seed, dtype,
     ref = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask)
     assert out.dtype == dtype and out.shape == (b, n, q_len, 8)
     assert torch.allclose(out.float(), ref, atol=1e-5 if dtype == torch.float32 else 3e-2)
+
+
+def test_layer_parts_follow_a_module_swapped_in():
+    """The layer loop's cached LayerParts are rebuilt once any module is registered: a module swapped in after a
+    run (a user's edit, quantisation) is the one the next run uses."""
+    encoder = model()
+    parts = encoder.layer_parts(1)
+    assert encoder.layer_parts(1) is parts  # cached between steps
+    swapped = torch.nn.Linear(CONFIG.hidden_size, CONFIG.intermediate_size)
+    encoder.backbone.encoder.layer[1].intermediate.dense = swapped
+    assert encoder.layer_parts(1).ffn_in is swapped
+    x, mask = torch.randn(2, 5, CONFIG.hidden_size), torch.ones(2, 5, dtype=torch.long)
+    with torch.no_grad():
+        out = encoder.layer(1, x, layer_module.key_mask(mask))
+        swapped.bias.add_(1.0)  # in place: no new module, the same one runs
+        assert not torch.equal(encoder.layer(1, x, layer_module.key_mask(mask)), out)
+
+
+def test_key_mask_is_none_without_padding():
+    assert layer_module.key_mask(torch.ones(2, 4, dtype=torch.long)) is None
+    mask = layer_module.key_mask(torch.tensor([[1, 1, 0]]))
+    assert mask.shape == (1, 1, 1, 3) and mask.tolist() == [[[[True, True, False]]]]

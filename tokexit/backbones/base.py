@@ -35,6 +35,19 @@ class LayerParts:
     head_dim: int
 
 
+# Counts submodule registrations anywhere (``parent.child = module``, ``add_module``): an adapter's cached
+# LayerParts are rebuilt after any, so a module swapped in after loading (quantisation, a user's edit) is what runs.
+_module_registrations = 0
+
+
+def _count_registration(module: nn.Module, name: str, submodule: nn.Module | None) -> None:
+    global _module_registrations
+    _module_registrations += 1
+
+
+nn.modules.module.register_module_module_registration_hook(_count_registration)
+
+
 class BackboneAdapter:
     """Base class: one subclass per architecture family, registered with :func:`register_adapter`."""
 
@@ -43,6 +56,8 @@ class BackboneAdapter:
     def __init__(self, model: nn.Module):
         self.model = model
         self.config = model.config
+        self._parts: dict[int, LayerParts] = {}
+        self._parts_seen = -1  # _module_registrations when _parts was filled
 
     @classmethod
     def tokenizer_kwargs(cls, config) -> dict:
@@ -72,6 +87,16 @@ class BackboneAdapter:
     def layer(self, index: int) -> LayerParts:
         """The modules of layer ``index`` (0-based)."""
         raise NotImplementedError
+
+    def parts(self, index: int) -> LayerParts:
+        """:meth:`layer`, cached (the layer loop asks for it every step) until any module is registered anywhere."""
+        if self._parts_seen != _module_registrations:
+            self._parts.clear()
+            self._parts_seen = _module_registrations
+        parts = self._parts.get(index)
+        if parts is None:
+            parts = self._parts[index] = self.layer(index)
+        return parts
 
 
 _ADAPTERS: dict[str, type[BackboneAdapter]] = {}

@@ -45,19 +45,18 @@ class Bf16Linear(nn.Module):
         self.packed = prepacked(self.weight)  # oneDNN's blocked copy of the weight (CPU), or None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = x.shape
-        x = x.reshape(-1, self.in_features).to(torch.bfloat16)  # (M, in)
-        m = len(x)
-        cpu = x.device.type == "cpu"
-        if cpu and (rows := row_bucket(m)) != m:
-            x = F.pad(x, (0, 0, 0, rows - m))  # (M', in): zero rows past M
-        if cpu and self.packed is not None:
-            post_op, algorithm = ("gelu", "none") if self.gelu else ("none", "")  # "none": erf GELU, not tanh
-            y = torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, post_op, [], algorithm)
-        else:
+        if x.dtype != torch.bfloat16:
+            x = x.to(torch.bfloat16)
+        if self.packed is None or x.device.type != "cpu":
             y = F.linear(x, self.weight, self.bias)
-            y = F.gelu(y) if self.gelu else y
-        return y[:m].reshape(*shape[:-1], self.out_features)  # (..., out)
+            return F.gelu(y) if self.gelu else y
+        post_op, algorithm = ("gelu", "none") if self.gelu else ("none", "")  # "none": erf GELU, not tanh
+        m = x.numel() // self.in_features
+        if (rows := row_bucket(m)) == m:  # (..., in) -> (..., out) as it is
+            return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, post_op, [], algorithm)
+        padded = F.pad(x.reshape(m, self.in_features), (0, 0, 0, rows - m))  # (M', in): zero rows past M
+        y = torch.ops.mkldnn._linear_pointwise(padded, self.packed, self.bias, post_op, [], algorithm)
+        return y[:m].view(*x.shape[:-1], self.out_features)  # (..., out)
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
         raise RuntimeError("a bf16-converted model cannot be saved: save the fp32 model and convert it after "

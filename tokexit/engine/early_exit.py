@@ -42,9 +42,21 @@ class ExitOutput:
 def token_activity(word_active: torch.Tensor, token_word: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """(B, W) active words -> (B, T) active tokens: a word's subwords, plus the special tokens of every
     sentence that still has an active word. ``token_word`` (B, T) is each subword's word, -1 for the rest."""
-    words_of_tokens = word_active.gather(1, token_word.clamp(min=0))  # (B, T)
-    special = (token_word < 0) & attention_mask.bool() & word_active.any(1, keepdim=True)
-    return torch.where(token_word >= 0, words_of_tokens, special)
+    return TokenWords(token_word, attention_mask).tokens(word_active)
+
+
+class TokenWords:
+    """Which word each token of a (B, T) batch belongs to, prepared once for :meth:`tokens` at every step."""
+
+    def __init__(self, token_word: torch.Tensor, attention_mask: torch.Tensor):
+        self.word = token_word.clamp(min=0)  # (B, T): a subword's word (0 for the rest, masked by ``is_word``)
+        self.is_word = token_word >= 0  # (B, T) subwords of words
+        self.special = ~self.is_word & attention_mask.bool()  # (B, T) [CLS], [SEP] and other real non-word tokens
+
+    def tokens(self, word_active: torch.Tensor) -> torch.Tensor:
+        """(B, W) active words -> (B, T) active tokens (see :func:`token_activity`)."""
+        special = self.special & word_active.any(1, keepdim=True)
+        return torch.where(self.is_word, word_active.gather(1, self.word), special)
 
 
 class WordExits(Exits):
@@ -56,6 +68,7 @@ class WordExits(Exits):
         self.label_removed = label_removed  # which head labels the words a fate removes (TokenFate.label_removed)
         self.attention_mask, self.word_positions, self.token_word = attention_mask, word_positions, token_word
         self.words = word_positions >= 0  # (B, W)
+        self.real, self.token_words = attention_mask.bool(), TokenWords(token_word, attention_mask)
         self.active = self.words.clone()
         self.uncertainty = torch.zeros(self.words.shape, device=self.words.device)  # latest, frozen once stopped
         self.predictions = torch.zeros(self.words.shape, dtype=torch.long, device=self.words.device)
@@ -64,17 +77,20 @@ class WordExits(Exits):
 
     def computed(self, step: int) -> torch.Tensor:
         if self._all_active:  # nothing stopped yet: every real token
-            return self.attention_mask.bool()
-        return token_activity(self.active, self.token_word, self.attention_mask)
+            return self.real
+        return self.token_words.tokens(self.active)
 
     def after_layer(self, step, exit_index, hidden, rows, real) -> torch.Tensor | None:
         last = step == self.num_steps - 1
         if not (last or self.policy.can_stop(step, self.num_steps)):
             return None
         counts = self.active.sum(1)  # (B,) words the head classifies
-        r, c = self.active[rows].nonzero(as_tuple=True)  # active words of the working rows, packed
-        logits = self.encoder.exits[exit_index](hidden[r, self.word_positions[rows][r, c]])  # (N, C)
-        r = rows[r]
+        every_row = len(rows) == len(self.active)  # the working batch is the whole batch: no row lookups
+        active = self.active if every_row else self.active[rows]  # (B', W)
+        positions = self.word_positions if every_row else self.word_positions[rows]
+        r, c = active.nonzero(as_tuple=True)  # active words of the working rows, packed
+        logits = self.encoder.exits[exit_index](hidden[r, positions[r, c]])  # (N, C)
+        r = r if every_row else rows[r]
         self.predictions[r, c] = logits.argmax(-1)
         self.uncertainty[r, c] = self.policy.uncertainty(logits)
         if last:
@@ -105,9 +121,10 @@ class WordExits(Exits):
         return head_flops(counts, self.encoder.adapter.hidden_size, self.encoder.num_labels)
 
     def _stop(self, stop: torch.Tensor, step: int) -> None:
-        self.exit_layers[stop] = step + 1
-        self.active &= ~stop
+        """The active words ``stop`` (B, W) stop after step ``step`` (0-based)."""
+        self.exit_layers.masked_fill_(stop, step + 1)
         self._all_active = self._all_active and not bool(stop.any())
+        self.active ^= stop  # stop ⊆ active (it may be ``active`` itself)
 
     @property
     def finished(self) -> bool:

@@ -65,7 +65,7 @@ class MultiExitEncoder(nn.Module):
 
     def layer_parts(self, index: int) -> LayerParts:
         """The modules of layer ``index``, sliced to the sub-network's width."""
-        parts = self.adapter.layer(index)
+        parts = self.adapter.parts(index)
         return slice_layer(parts, self.subnetwork.heads(parts.num_heads),
                            self.subnetwork.neurons(parts.ffn_in.out_features))
 

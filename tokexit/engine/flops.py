@@ -25,7 +25,7 @@ def layer_flops(tokens: torch.Tensor, active: torch.Tensor, hidden: int, interme
 
 def head_flops(words: torch.Tensor, hidden: int, num_labels: int) -> torch.Tensor:
     """FLOPs of an exit head applied to ``words`` (B,) words per sentence."""
-    return 2.0 * words.double() * hidden * num_labels
+    return words.double() * (2.0 * hidden * num_labels)
 
 
 def full_model_flops(tokens: torch.Tensor, words: torch.Tensor, num_layers: int, hidden: int, intermediate: int,

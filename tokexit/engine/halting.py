@@ -21,7 +21,7 @@ from functools import partial
 import torch
 
 from tokexit.backbones.base import LayerParts
-from tokexit.engine.layer import attend, encoder_layer, project_qkv
+from tokexit.engine.layer import attend, encoder_layer, key_mask, project_qkv
 
 DENSE_ROWS = 64  # blocks of at most this many (B x T) slots are computed whole (scripts/benchmark_dense_blocks.py)
 
@@ -49,9 +49,10 @@ def whole_layer(layer: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], hid
     """Every token of ``hidden`` (B, T, H) through ``layer(states, key_mask)``, then the states of the tokens not
     ``computed`` put back: h ← m ⊙ Layer(h; keys) + (1 − m) ⊙ h. Differentiable (the training path); ``real``,
     ``keys``, ``computed`` (B, T) as in :func:`sparse_layer`."""
-    visible = keys | ~keys.any(1, keepdim=True) & real  # a row without keys: any (its states are put back)
-    updated = layer(hidden, visible[:, None, None, :])  # (B, T, H)
-    return updated if bool((computed == real).all()) else torch.where(computed[..., None], updated, hidden)
+    if not torch.equal(keys, real):
+        keys = keys | ~keys.any(1, keepdim=True) & real  # a row without keys: any (its states are put back)
+    updated = layer(hidden, key_mask(keys))  # (B, T, H)
+    return updated if torch.equal(computed, real) else torch.where(computed[..., None], updated, hidden)
 
 
 def sparse_layer(
@@ -63,8 +64,8 @@ def sparse_layer(
     ``keys`` ⊆ ``real``). Sentences without computed tokens are skipped. With every real token computed this is
     the dense layer.
     """
-    if bool((computed == real).all()):
-        return encoder_layer(parts, hidden, real[:, None, None, :])
+    if torch.equal(computed, real):
+        return encoder_layer(parts, hidden, key_mask(real))
     if hidden.shape[0] * hidden.shape[1] <= DENSE_ROWS:
         return whole_layer(partial(encoder_layer, parts), hidden, real, keys, computed)
     busy = computed.any(1).nonzero().squeeze(1)  # (B',) sentences with work
@@ -92,7 +93,7 @@ def sparse_layer(
     if every_key:
         k = parts.key(states)  # (B', T', n*d)
         v = parts.value(states)
-        key_mask = visible
+        visible_keys = visible
     else:  # keys are a subset: pack them too, so attention shrinks with the sequence
         if own_keys:
             kr, kslot, k_max = r, slot, q_max
@@ -102,11 +103,11 @@ def sparse_layer(
             kx, vx = parts.key(kx), parts.value(kx)
         k = _padded(kx, kr, kslot, b, k_max)  # (B', K, n*d)
         v = _padded(vx, kr, kslot, b, k_max)
-        key_mask = torch.arange(k_max, device=x.device)[None, :] < visible.sum(1)[:, None]  # (B', K)
+        visible_keys = torch.arange(k_max, device=x.device)[None, :] < visible.sum(1)[:, None]  # (B', K)
     k_len = k.shape[1]
     k = k.view(b, k_len, n, d).transpose(1, 2)  # (B', n, K, d)
     v = v.view(b, k_len, n, d).transpose(1, 2)
-    context = attend(q.view(b, q_max, n, d).transpose(1, 2), k, v, key_mask[:, None, None, :])
+    context = attend(q.view(b, q_max, n, d).transpose(1, 2), k, v, visible_keys[:, None, None, :])
     context = context.transpose(1, 2).reshape(b, q_max, n * d)[r, slot]  # (N, n*d) back to packed
     x = parts.attn_norm(parts.attn_out(context) + x)
     x = parts.ffn_norm(parts.ffn_out(parts.act(parts.ffn_in(x))) + x)

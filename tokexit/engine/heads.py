@@ -15,4 +15,4 @@ class ExitHead(nn.Module):
         self.classifier = nn.Linear(hidden_size, num_labels)
 
     def forward(self, states: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.dropout(states))
+        return self.classifier(self.dropout(states) if self.training else states)

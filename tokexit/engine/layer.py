@@ -20,9 +20,11 @@ from tokexit.backbones.base import LayerParts
 _FUSED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def key_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """(B, T) 1/0 padding mask -> (B, 1, 1, T) boolean mask for ``scaled_dot_product_attention``."""
-    return attention_mask.bool()[:, None, None, :]
+def key_mask(attention_mask: torch.Tensor) -> torch.Tensor | None:
+    """(B, T) 1/0 padding mask -> (B, 1, 1, T) boolean key mask for :func:`attend`, or None where every token
+    is real (no mask to apply)."""
+    real = attention_mask.bool()
+    return None if bool(real.all()) else real[:, None, None, :]
 
 
 def forget_fused() -> None:
@@ -74,50 +76,47 @@ def project_qkv(parts: LayerParts, hidden: torch.Tensor) -> tuple[torch.Tensor, 
 SCORES_LIMIT = 1 << 22  # inference attention materialises at most this many scores (16 MiB fp32) in batched GEMMs
 
 
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, dropout: float = 0.0,
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, dropout: float = 0.0,
            ) -> torch.Tensor:
     """Attention of (B, n, Q, d) queries over (B, n, K, d) keys and values; ``mask`` (B, 1, 1, K) bool: visible
-    keys (each query row sees at least one). Returns (B, n, Q, d) in the queries' dtype.
+    keys (each query row sees at least one), or None: every key. Returns (B, n, Q, d) in the queries' dtype.
 
     On the CPU at inference, while the (B·n, Q, K) scores fit :data:`SCORES_LIMIT`, the scores are one batched
-    GEMM in fp32 (``baddbmm`` with the mask as an additive bias), a softmax and a second batched GEMM: for the short
-    sequences of tagging that is faster than PyTorch's CPU flash-attention kernel, whose fixed cost per
-    (sentence, head) dominates there, and above all than its bf16 variant. Longer inputs, GPUs and training
-    (dropout) use ``scaled_dot_product_attention``."""
+    GEMM in fp32, the mask (if any) filled in, a softmax and a second batched GEMM: for the short sequences of
+    tagging that is faster than PyTorch's CPU flash-attention kernel, whose fixed cost per (sentence, head)
+    dominates there, and above all than its bf16 variant. Longer inputs, GPUs and training (dropout, gradients)
+    use ``scaled_dot_product_attention``."""
     b, n, q_len, d = q.shape
-    k_len = k.shape[2]
-    if dropout or q.device.type != "cpu" or b * n * q_len * k_len > SCORES_LIMIT:
+    k_len, dtype = k.shape[2], q.dtype
+    if dropout or q.requires_grad or q.device.type != "cpu" or b * n * q_len * k_len > SCORES_LIMIT:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
-    def fp32(x: torch.Tensor) -> torch.Tensor:  # (B, n, L, d) view, any dtype -> (B·n, L, d) fp32, one copy
-        return torch.empty(x.shape, dtype=torch.float32).copy_(x).view(b * n, x.shape[2], d)
-
-    bias = torch.zeros(mask.shape, dtype=torch.float32).masked_fill_(~mask, float("-inf"))  # (B, 1, 1, K)
-    scores = torch.baddbmm(bias.expand(b, n, q_len, k_len).reshape(b * n, q_len, k_len), fp32(q),
-                           fp32(k).transpose(1, 2), alpha=d ** -0.5)  # (B·n, Q, K)
-    context = torch.bmm(scores.softmax(-1), fp32(v))  # (B·n, Q, d)
-    return context.view(b, n, q_len, d).to(q.dtype)
+    q, k, v = (x.float() for x in (q, k, v))  # no copies for fp32 states
+    scores = torch.matmul(q, k.transpose(-1, -2)).mul_(d ** -0.5)  # (B, n, Q, K)
+    if mask is not None:
+        scores.masked_fill_(~mask, float("-inf"))
+    return torch.matmul(scores.softmax(-1), v).to(dtype)  # (B, n, Q, d)
 
 
 def encoder_layer(
     parts: LayerParts,
     hidden: torch.Tensor,
-    mask: torch.Tensor,
+    mask: torch.Tensor | None,
     *,
     hidden_dropout: float = 0.0,
     attention_dropout: float = 0.0,
     training: bool = False,
 ) -> torch.Tensor:
-    """(B, T, H) -> (B, T, H). ``mask`` is :func:`key_mask`'s (B, 1, 1, T) boolean key mask."""
+    """(B, T, H) -> (B, T, H). ``mask``: :func:`key_mask`'s (B, 1, 1, T) boolean key mask, or None (every token
+    is a key: no padding)."""
     b, t, _ = hidden.shape
     n, d = parts.num_heads, parts.head_dim
-
-    def heads(x: torch.Tensor) -> torch.Tensor:  # (B, T, n*d) -> (B, n, T, d)
-        return x.view(b, t, n, d).transpose(1, 2)
-
-    q, k, v = map(heads, project_qkv(parts, hidden))
+    q, k, v = (x.view(b, t, n, d).transpose(1, 2) for x in project_qkv(parts, hidden))  # (B, n, T, d) each
     context = attend(q, k, v, mask, attention_dropout if training else 0.0)  # (B, n, T, d)
-    context = context.transpose(1, 2).reshape(b, t, n * d)
-    attn = F.dropout(parts.attn_out(context), hidden_dropout, training)
+    attn = parts.attn_out(context.transpose(1, 2).reshape(b, t, n * d))  # (B, T, H)
+    if training:
+        attn = F.dropout(attn, hidden_dropout, True)
     hidden = parts.attn_norm(attn + hidden)
-    ffn = F.dropout(parts.ffn_out(parts.act(parts.ffn_in(hidden))), hidden_dropout, training)
+    ffn = parts.ffn_out(parts.act(parts.ffn_in(hidden)))
+    if training:
+        ffn = F.dropout(ffn, hidden_dropout, True)
     return parts.ffn_norm(ffn + hidden)

@@ -112,35 +112,38 @@ def run_layers(
     b, t_all = real_all.shape
     rows = torch.arange(b, device=real_all.device)  # batch rows still in the working batch
     work, real, t = hidden, real_all, t_all  # working states (B', t, H) and their real tokens (B', t)
+    whole = True  # the working batch is the whole batch (rows = 0..B-1, t = T)
+
+    def working(x: torch.Tensor) -> torch.Tensor:  # (B, T) -> (B', t) of the working batch
+        return x if whole else x[rows, :t]
+
     if packed:
         hidden = hidden.clone()  # the output: rows are written back as they leave the working batch
     for step, (layer, exit_index) in enumerate(plan):
         alive = exits.computed(step)  # (B, T)
-        taken = fate.remove(step, num_steps, work, alive[rows, :t], rows)  # (B', t) or None
+        taken = fate.remove(step, num_steps, work, working(alive), rows)  # (B', t) or None
         side = fate.selector_flops(step, num_steps, alive, encoder.adapter.hidden_size)
         if taken is not None:
             full = torch.zeros_like(alive)
             full[rows, :t] = taken
             side = _add(side, exits.removed(step, full, work, rows))
             alive = exits.computed(step)
-        if packed:
-            busy = alive[rows].any(1)  # (B',)
-            if not bool(busy.all()):  # finished sentences leave the working batch, their states are final
-                done = rows[~busy]
-                hidden[done, :t] = work[~busy]
-                rows, work = rows[busy], work[busy]
-                if len(rows) == 0:
-                    if side is not None:  # the fate removed everything left: what it spent is recorded
-                        record.computed.append(alive)
-                        record.keys.append(alive)
-                        record.side_flops.append(side)
-                    break
-                t = int(real_all[rows].sum(1).max())  # trailing columns that are padding for every row left
-                work, real = work[:, :t], real_all[rows, :t]
-        computed = alive[rows, :t]  # (B', t)
+        computed = working(alive)  # (B', t)
+        if packed and not bool((busy := computed.any(1)).all()):  # finished sentences leave the working batch
+            done = rows[~busy]
+            hidden[done, :t] = work[~busy]  # their states are final
+            rows, work, whole = rows[busy], work[busy], False
+            if len(rows) == 0:
+                if side is not None:  # the fate removed everything left: what it spent is recorded
+                    record.computed.append(alive)
+                    record.keys.append(alive)
+                    record.side_flops.append(side)
+                break
+            t = int(real_all[rows].sum(1).max())  # trailing columns that are padding for every row left
+            work, real, computed = work[:, :t], real_all[rows, :t], alive[rows, :t]
         keys = fate.keys(real, computed) | computed
         record.computed.append(alive)
-        record.keys.append(_full(keys, rows, b, t_all))
+        record.keys.append(keys if whole else _full(keys, rows, b, t_all))
         parts = encoder.layer_parts(layer)
         if packed:
             work = sparse_layer(parts, work, real, keys, computed)

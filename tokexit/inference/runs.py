@@ -128,6 +128,6 @@ def predict_batches(model: MultiExitEncoder, loader: DataLoader | list, batches:
     setting.policy.check_depth(len(model.plan))
     device = torch.device(device)
     for batch in loader:
-        inputs = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        inputs = {k: v if v.device == device else v.to(device, non_blocking=True) for k, v in batch.items()}
         batches.collect(inputs, batches.forward(model, inputs, setting), setting)
     return batches.result()
