@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import nn
@@ -64,11 +65,11 @@ class BackboneAdapter:
         """Extra keyword arguments for ``AutoTokenizer.from_pretrained`` with pre-split words."""
         return {}
 
-    @property
-    def num_layers(self) -> int:
+    @cached_property
+    def num_layers(self) -> int:  # read once (as hidden_size): the engine asks every step
         return self.config.num_hidden_layers
 
-    @property
+    @cached_property
     def hidden_size(self) -> int:
         return self.config.hidden_size
 

@@ -61,7 +61,10 @@ class MultiExitEncoder(nn.Module):
     @property
     def plan(self) -> list[tuple[int, int]]:
         """(layer, exit head) of every step that runs: every layer and its own exit for the whole model."""
-        return self.subnetwork.plan(self.num_layers)
+        key = (self.subnetwork, self.num_layers)
+        if getattr(self, "_plan_of", None) != key:  # asked for several times per batch: kept per sub-network
+            self._plan, self._plan_of = self.subnetwork.plan(self.num_layers), key
+        return self._plan
 
     def layer_parts(self, index: int) -> LayerParts:
         """The modules of layer ``index``, sliced to the sub-network's width."""

@@ -15,13 +15,18 @@ import torch
 
 def normalised_entropy(logits: torch.Tensor) -> torch.Tensor:
     """(N, C) -> (N,) H(softmax) / log C, in [0, 1]."""
-    return entropy(logits) / math.log(logits.shape[-1])
+    return _negative_entropy(logits).div_(-math.log(logits.shape[-1]))
 
 
 def entropy(logits: torch.Tensor) -> torch.Tensor:
     """(N, C) -> (N,) raw entropy of softmax, log Σ eˣ − Σ x eˣ / Σ eˣ (DeeBERT), in [0, log C]."""
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    return -(logp.exp() * logp).sum(-1)
+    return _negative_entropy(logits).neg_()
+
+
+def _negative_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """(N, C) -> (N,) Σ p log p of softmax(logits), in fp32."""
+    logp = torch.log_softmax(logits if logits.dtype == torch.float32 else logits.float(), dim=-1)
+    return (logp.exp() * logp).sum(-1)
 
 
 def one_minus_max_prob(logits: torch.Tensor) -> torch.Tensor:
