@@ -82,19 +82,26 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
     keys (each query row sees at least one), or None: every key. Returns (B, n, Q, d) in the queries' dtype.
 
     On the CPU at inference, while the (B·n, Q, K) scores fit :data:`SCORES_LIMIT`, the scores are one batched
-    GEMM in fp32, the mask (if any) filled in, a softmax and a second batched GEMM: for the short sequences of
-    tagging that is faster than PyTorch's CPU flash-attention kernel, whose fixed cost per (sentence, head)
-    dominates there, and above all than its bf16 variant. Longer inputs, GPUs and training (dropout, gradients)
+    GEMM in fp32 (the mask, if any, as an additive bias), a softmax and a second batched GEMM: for the short
+    sequences of tagging that is faster than PyTorch's CPU flash-attention kernel, whose fixed cost per (sentence,
+    head) dominates there, and above all than its bf16 variant. Longer inputs, GPUs and training (dropout, gradients)
     use ``scaled_dot_product_attention``."""
     b, n, q_len, d = q.shape
     k_len, dtype = k.shape[2], q.dtype
     if dropout or q.requires_grad or q.device.type != "cpu" or b * n * q_len * k_len > SCORES_LIMIT:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
-    q, k, v = (x.float() for x in (q, k, v))  # no copies for fp32 states
-    scores = torch.matmul(q, k.transpose(-1, -2)).mul_(d ** -0.5)  # (B, n, Q, K)
-    if mask is not None:
-        scores.masked_fill_(~mask, float("-inf"))
-    return torch.matmul(scores.softmax(-1), v).to(dtype)  # (B, n, Q, d)
+    def fp32(x: torch.Tensor) -> torch.Tensor:  # (B, n, L, d) view, any dtype -> (B·n, L, d) fp32, one copy
+        return torch.empty(x.shape, dtype=torch.float32).copy_(x).view(b * n, x.shape[2], d)
+
+    q32, k32 = fp32(q), fp32(k).transpose(1, 2)
+    if mask is None:
+        scores = torch.bmm(q32, k32).mul_(d ** -0.5)  # (B·n, Q, K)
+    else:
+        bias = torch.zeros(mask.shape, dtype=torch.float32).masked_fill_(~mask, float("-inf"))  # (B, 1, 1, K)
+        scores = torch.baddbmm(bias.expand(b, n, q_len, k_len).reshape(b * n, q_len, k_len), q32, k32,
+                               alpha=d ** -0.5)
+    context = torch.bmm(scores.softmax(-1), fp32(v))  # (B·n, Q, d)
+    return context.view(b, n, q_len, d).to(dtype)
 
 
 def encoder_layer(
