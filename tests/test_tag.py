@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ from tokexit.data.conll import DataFormatError
 from tokexit.exits import TokenWindowExit
 from tokexit.inference import tagging
 from tokexit.inference.setting import Setting
-from tokexit.io.formats import detect_format
+from tokexit.io.formats import detect_format, read_records
 from tokexit.io.progress import ResumeError
 from tokexit.io.streaming import tag_file
 from tokexit.tag import tag
@@ -148,13 +149,82 @@ def test_format_detection(tmp_path):
              "d": ("EU rejects German call\nPeter Blackburn\n\nBRUSSELS 1996-08-22\n", "text"),
              "e": ("one line only\n", "text"),
              "f": ('  {"tokens": []}\n', "jsonl"),
-             "g.jsonl": ("\n", "jsonl")}
+             "g.jsonl": ("\n", "jsonl"),
+             # the first block alone would look like columns: every line counts
+             "h": ("Good morning\nThank you\n\nSee you later alligator\n", "text"),
+             "i": ("Title:\tEU rejects German beef\nSecond line here\n", "text"),  # a TAB, but not on every line
+             "j.conll": ("Hello O\n\nWorld O\n", "conll"),  # one-word sentences: the tag column decides
+             "k": ("EU B-ORG\nrejects O\n", "conll"),  # no blank line: the tag column decides
+             "l": ("The DT\ncat NN\n\nA DT\ndog NN\n", "conll"),  # a repeated label column in blocks
+             "m": ("EU\nrejects\n\nPeter\n", "conll"),  # one word per line in blocks
+             "n": ("EU\nrejects\nPeter\n", "text"),  # one word per line, no blocks: each line a sentence
+             "o": ("# sent_id = 1\n# text = EU rejects\n1\tEU\teu\tPROPN\tNNP\t_\t2\tnsubj\t_\t_\n", "conllu"),
+             "p.conllu": ("# only a comment\n", "conllu"),
+             "q": ("", "text")}
     for name, (content, expected) in cases.items():
         (tmp_path / name).write_text(content, encoding="utf-8")
         assert detect_format(tmp_path / name) == expected, name
-    (tmp_path / "u").write_text("1\tEU\teu\tPROPN\tNNP\t_\t2\tnsubj\t_\t_\n", encoding="utf-8")
-    with pytest.raises(DataFormatError, match="CoNLL-U"):
-        detect_format(tmp_path / "u")
+    (tmp_path / "r").write_text("John Smith\nMary Jones\n", encoding="utf-8")  # names per line, or columns?
+    with pytest.raises(DataFormatError, match=r"cannot tell .* Give format=conll or format=text"):
+        detect_format(tmp_path / "r")
+
+
+def test_conllu_input_tags_the_form_column(model, tmp_path):
+    """Comments, multiword-token lines and empty nodes are skipped; every syntactic word gets a tag, in order."""
+    row = "{}\t{}\t_\tX\t_\t_\t0\troot\t_\t_\n"
+    text = ("# newdoc id = d1\n# text = Alice went to the park\n" + row.format(1, "Alice") + row.format(2, "went")
+            + row.format("3-4", "to_the") + row.format(3, "to") + row.format(4, "the") + row.format("4.1", "ghost")
+            + row.format(5, "park") + "\n" + row.format(1, "Bob") + "\n")
+    data = tmp_path / "in.conllu"
+    data.write_text(text, encoding="utf-8")
+    summary = run_tag(model["model"], data, tmp_path / "out", *EXIT)
+    assert summary["format"] == "conllu" and summary["output_format"] == "conll" and summary["words"] == 6
+    assert [[w for w, _ in s] for s in read_predictions(tmp_path / "out")] == [
+        ["Alice", "went", "to", "the", "park"], ["Bob"]]
+    (tmp_path / "bad.conllu").write_text(row.format(1, "a") + "2\tb\n", encoding="utf-8")
+    with pytest.raises(DataFormatError, match=r"bad.conllu:2: not a CoNLL-U token line .*2 fields"):
+        run_tag(model["model"], tmp_path / "bad.conllu", tmp_path / "out2", *EXIT)
+
+
+def test_conll_tab_columns_keep_the_whole_word(tmp_path):
+    (tmp_path / "a.conll").write_text("New\xa0York\tNNP\tB-LOC\nis\tVBZ\tO\n", encoding="utf-8")
+    assert [r.words for r in read_records(tmp_path / "a.conll", "conll")] == [["New\xa0York", "is"]]
+    (tmp_path / "b.conll").write_text("EU\tB-ORG\nNew York\tB-LOC\n", encoding="utf-8")
+    with pytest.raises(DataFormatError, match=r"b.conll:2: the word column 'New York' holds a space"):
+        list(read_records(tmp_path / "b.conll", "conll"))
+
+
+def test_split_words_keeps_what_a_reader_sees_as_one_character():
+    nfd = unicodedata.normalize("NFD", "São Bürgermeister é.")
+    assert split_words(nfd) == [unicodedata.normalize("NFD", w) for w in ("São", "Bürgermeister", "é", ".")]
+    assert split_words("हिन्दी भाषा") == ["हिन्दी", "भाषा"]
+    assert split_words("Ber\u00adlin a\u200bb") == ["Ber\u00adlin", "a", "b"]  # soft hyphen joins, ZWSP splits
+    assert split_words("❤️ 👩\u200d💻 👍🏽! 🇫🇷🇩🇪 1️⃣") == ["❤️", "👩\u200d💻", "👍🏽", "!", "🇫🇷", "🇩🇪", "1️⃣"]
+    assert split_words("well-known U.S. don't, e.g.") == ["well-known", "U.S", ".", "don't", ",", "e.g", "."]
+    for text in ("São Paulo", nfd, "👩\u200d💻 x 🇫🇷!"):  # nothing but whitespace is dropped
+        assert "".join(split_words(text)) == "".join(text.split())
+
+
+def test_lone_surrogates_are_refused_with_their_place(model, tmp_path):
+    data = tmp_path / "in.jsonl"
+    data.write_text('{"tokens": ["ok"]}\n{"tokens": ["a\\ud800b", "x"]}\n', encoding="utf-8")
+    with pytest.raises(DataFormatError, match=r"in.jsonl:2: token 0 .*lone surrogate"):
+        run_tag(model["model"], data, tmp_path / "out", *EXIT)
+    tagger = Tagger.load(model["model"], device="cpu")
+    with pytest.raises(ValueError, match="text 0 holds a lone surrogate"):
+        tagger.tag("a\ud800b")
+    with pytest.raises(ValueError, match="word 0 of sentence 1 .*lone surrogate"):
+        tagger.tag([["fine"], ["a\ud800b"]])
+
+
+def test_jsonl_drops_stale_exit_layers(model, tmp_path):
+    data = tmp_path / "in.jsonl"
+    data.write_text('{"tokens": ["EU", "rejects"], "tags": ["old"], "exit_layers": [9], "id": 7}\n', encoding="utf-8")
+    run_tag(model["model"], data, tmp_path / "out.jsonl", *EXIT)
+    value = json.loads((tmp_path / "out.jsonl").read_text(encoding="utf-8"))
+    assert value["id"] == 7 and len(value["tags"]) == 2 and "exit_layers" not in value
+    run_tag(model["model"], data, tmp_path / "out2.jsonl", *EXIT, "exit_layer=true")
+    assert len(json.loads((tmp_path / "out2.jsonl").read_text(encoding="utf-8"))["exit_layers"]) == 2
 
 
 def test_empty_input_and_usage_errors(model, tmp_path):
@@ -168,8 +238,14 @@ def test_empty_input_and_usage_errors(model, tmp_path):
         run_tag(model["model"], data, tmp_path / "o", "speed=2", *EXIT)
     with pytest.raises(UsageError, match="save_profile=true, then tag with speed=2"):
         run_tag(model["model"], data, tmp_path / "o", "exit=token_window", "exit.target_speedup=2")
-    with pytest.raises(ValueError, match="is the input file"):
+    with pytest.raises(UsageError, match="is the input file"):
         run_tag(model["model"], data, data)
+    for bad, message in (("format=xml", "format=xml is not a format"), ("chunk_sentences=0", "chunk_sentences=0"),
+                         ("quantize=fp16", "quantize=fp16 is not a scheme")):
+        with pytest.raises(UsageError, match=message):
+            run_tag(model["model"], data, tmp_path / "o", bad)
+    with pytest.raises(UsageError, match="writes plain text"):
+        run_tag(model["model"], data, tmp_path / "o.conll.gz")
     with pytest.raises(FileNotFoundError, match="no such file"):
         run_tag(model["model"], tmp_path / "absent.conll", tmp_path / "o")
 
@@ -221,6 +297,7 @@ def test_resume_after_a_crash_is_byte_identical(model, tmp_path):
     chunks.clear()
     summary = tag_file(tag_words, data, out, resume=True, **kwargs)
     assert chunks == [10, 10, 5] and summary["chunks"] == 5 and summary["chunks_resumed"] == 2
+    assert summary["sentences"] == 45  # the whole output's, not only this run's 25
     assert out.read_bytes() == (tmp_path / "reference.conll").read_bytes()
     assert not (tmp_path / "out.conll.progress.json").exists()
 
@@ -252,7 +329,7 @@ def test_resume_with_other_settings_input_or_model_is_refused(model, tmp_path, m
         with pytest.raises(ResumeError, match=re.escape(change)):
             tag(config("tag", overrides))
     summary = run_tag(model["model"], data, out, "chunk_sentences=10", "resume=true", *EXIT)
-    assert summary["chunks_resumed"] == 1 and summary["sentences"] == 20
+    assert summary["chunks_resumed"] == 1 and summary["sentences"] == 30  # the whole file's (20 in this run)
     run_tag(model["model"], data, tmp_path / "reference.conll", "chunk_sentences=10", *EXIT)
     assert out.read_bytes() == (tmp_path / "reference.conll").read_bytes()
     # another input (appended to) is refused too

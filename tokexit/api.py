@@ -33,7 +33,7 @@ from tokexit.inference.classification import ExampleBatches
 from tokexit.inference.runs import predict_batches
 from tokexit.inference.setting import Setting
 from tokexit.inference.tagging import tag_words
-from tokexit.io.formats import split_words
+from tokexit.io.formats import is_text, split_words
 from tokexit.model_io import load_classifier, load_tagger, resolve_device, select_profile
 
 
@@ -69,7 +69,7 @@ TAG_INPUT = ("Tagger.tag accepts a raw string, a list of raw strings, or a list 
 def sentence_words(sentences) -> list[list[str]]:
     """The words of :meth:`Tagger.tag`'s input, checked: TypeError/ValueError saying what is accepted."""
     if isinstance(sentences, str):
-        return [split_words(sentences)]
+        sentences = [sentences]
     if not isinstance(sentences, list | tuple):
         raise TypeError(f"{TAG_INPUT}, not {_kind(sentences)}")
     raw = [isinstance(s, str) for s in sentences]
@@ -78,6 +78,9 @@ def sentence_words(sentences) -> list[list[str]]:
     words = []
     for i, s in enumerate(sentences):
         if isinstance(s, str):
+            if not is_text(s):
+                raise ValueError(f"Tagger.tag: text {i} holds a lone surrogate (an unpaired \\ud800-\\udfff "
+                                 "code point), which is not text")
             words.append(split_words(s))
             continue
         if not isinstance(s, list | tuple):
@@ -88,6 +91,9 @@ def sentence_words(sentences) -> list[list[str]]:
             if not w.strip():
                 raise ValueError(f"Tagger.tag: word {j} of sentence {i} is {w!r}: a pre-tokenised word must not be "
                                  "empty or blank")
+            if not is_text(w):
+                raise ValueError(f"Tagger.tag: word {j} of sentence {i} is {w!r}: it holds a lone surrogate (an "
+                                 "unpaired \\ud800-\\udfff code point), which is not text")
         words.append(list(s))
     return words
 

@@ -1,9 +1,10 @@
 """Tag a corpus with a trained tagger, in one streaming pass:
 
 ``python -m tokexit.tag model_dir=DIR input=PATH output=PATH [exit=token_window exit.threshold=T | speed=2]
-[fate=drop] [quantize=bf16|int8] [batch_size=32] [chunk_sentences=1000] [resume=true] [format=auto|conll|text|jsonl]
-[exit_layer=true]`` (console script ``tokexit-tag``), or over several processes with ``torchrun --nproc-per-node N
--m tokexit.tag ...`` (gloo on CPU, NCCL on GPUs: each process tags every N-th chunk, rank 0 merges the parts).
+[fate=drop] [quantize=bf16|int8] [batch_size=32] [chunk_sentences=1000] [resume=true]
+[format=auto|conll|conllu|text|jsonl] [exit_layer=true]`` (console script ``tokexit-tag``), or over several
+processes with ``torchrun --nproc-per-node N -m tokexit.tag ...`` (gloo on CPU, NCCL on GPUs: each process tags
+every N-th chunk, rank 0 merges the parts).
 
 No baseline run, no scoring, no timing: the path of ``Tagger.tag`` (:meth:`tokexit.api.Tagger.predict`) over the
 file's chunks (:mod:`tokexit.io.streaming`; formats in :mod:`tokexit.io.formats`, resume in :mod:`tokexit.io.progress`).
@@ -24,14 +25,16 @@ from tokexit import CONFIG_DIR
 from tokexit.api import Tagger
 from tokexit.config import UsageError, build, unset
 from tokexit.data.conll import DataFormatError
+from tokexit.engine.quantize import SCHEMES
 from tokexit.inference.setting import Setting
+from tokexit.io.formats import FORMATS
 from tokexit.io.progress import ResumeError, file_identity
 from tokexit.io.streaming import Shard, tag_file
 from tokexit.model_io import EXITS_FILE, SELECTOR_FILE, resolve_device
 
 USAGE = ("python -m tokexit.tag model_dir=DIR input=PATH output=PATH [exit=POLICY exit.threshold=T | speed=X] "
          "[fate=copy|drop|reduce] [quantize=bf16|int8] [batch_size=N] [chunk_sentences=N] [resume=true] "
-         "[format=auto|conll|text|jsonl] [exit_layer=true]")
+         "[format=auto|conll|conllu|text|jsonl] [exit_layer=true]")
 #: a barrier waits this long for the slowest rank (ranks share the work evenly; a failed rank ends them all)
 BARRIER_TIMEOUT = datetime.timedelta(hours=24)
 
@@ -41,6 +44,18 @@ def require_settings(cfg: DictConfig) -> None:
     missing = [k for k in ("model_dir", "input", "output") if unset(cfg, k)]
     if missing:
         raise UsageError(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set: {USAGE}")
+    if cfg.format not in ("auto", *FORMATS):
+        raise UsageError(f"format={cfg.format} is not a format: give auto, {', '.join(FORMATS)}")
+    size = cfg.chunk_sentences
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise UsageError(f"chunk_sentences={size} must be a whole number >= 1")
+    if cfg.get("quantize") is not None and cfg.quantize not in SCHEMES:
+        raise UsageError(f"quantize={cfg.quantize} is not a scheme: give {' or '.join(SCHEMES)} (or none: fp32)")
+    if Path(str(cfg.output)).resolve() == Path(str(cfg.input)).resolve():
+        raise UsageError(f"output={cfg.output} is the input file: write the tags to another file")
+    if str(cfg.output).lower().endswith(".gz"):
+        raise UsageError(f"output={cfg.output}: tokexit.tag writes plain text (a resumable file is appended to and "
+                         "cut back in place); write OUTPUT without .gz and compress it afterwards")
     given = [g for g in ("exit", "fate") if cfg.get(g) is not None]
     if cfg.get("speed") is not None and given:
         raise UsageError(f"speed={cfg.speed} is a stored exit policy and token fate: give speed or "

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from tokexit.io.formats import Record, detect_format, format_record, output_format, read_records
+from tokexit.io.formats import FORMATS, Record, detect_format, format_record, output_format, read_records
 from tokexit.io.progress import ProgressFile, ResumeError, check_fingerprint, file_identity, read_state, write_atomic
 
 log = logging.getLogger("tokexit.tag")
@@ -49,7 +49,8 @@ class Meter:
     def __init__(self, prefix: str, every: float = 10.0, stream: TextIO | None = None):
         self.prefix, self.every, self.stream = prefix, every, stream or sys.stderr
         self.start = self.last = time.perf_counter()
-        self.sentences = self.words = 0
+        self.sentences = self.words = 0  # tagged by this run
+        self.resumed = (0, 0)  # sentences and words an interrupted run had written before (resume=true)
 
     def add(self, sentences: int, words: int) -> None:
         self.sentences += sentences
@@ -63,9 +64,11 @@ class Meter:
 
     def report(self, final: bool = False) -> None:
         self.last = time.perf_counter()
-        rate = self.words / max(self.seconds, 1e-9)
-        print(f"{self.prefix}: {'done, ' if final else ''}{self.sentences:,} sentences, {self.words:,} words, "
-              f"{rate:,.0f} words/s", file=self.stream, flush=True)
+        rate = self.words / max(self.seconds, 1e-9)  # of this run
+        sentences, words = self.sentences + self.resumed[0], self.words + self.resumed[1]
+        before = f" ({self.resumed[1]:,} words written before the resume)" if self.resumed[1] else ""
+        print(f"{self.prefix}: {'done, ' if final else ''}{sentences:,} sentences, {words:,} words, "
+              f"{rate:,.0f} words/s{before}", file=self.stream, flush=True)
 
 
 def chunked(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
@@ -95,7 +98,8 @@ def tag_file(tag: TagFunction, input: str | os.PathLike, output: str | os.PathLi
              stream: TextIO | None = None) -> dict:
     """Tag ``input`` into ``output`` with ``tag`` (see the module). ``settings``: what else decides the output
     (model, exit setting, batch size...), recorded so that a resume with other settings is refused. Returns a
-    summary: format, sentences, words, seconds, words/s, chunks (all, and those skipped on resume)."""
+    summary: format, sentences and words (of this process's output; after a resume, the whole file's), seconds and
+    words/s (of this run), chunks (all, and those skipped on resume)."""
     input, output, shard = Path(input), Path(output), shard or Shard()
     if isinstance(chunk_sentences, bool) or not isinstance(chunk_sentences, int) or chunk_sentences < 1:
         raise ValueError(f"chunk_sentences must be a whole number >= 1, not {chunk_sentences!r}")
@@ -104,8 +108,8 @@ def tag_file(tag: TagFunction, input: str | os.PathLike, output: str | os.PathLi
     if output.resolve() == input.resolve():
         raise ValueError(f"output={output} is the input file: write the tags to another file")
     fmt = detect_format(input) if format == "auto" else format
-    if fmt not in ("conll", "text", "jsonl"):
-        raise ValueError(f"format must be one of auto|conll|text|jsonl, not {format!r}")
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of auto|{'|'.join(FORMATS)}, not {format!r}")
     if format == "auto" and shard.rank == 0:
         log.info("format=auto: reading %s as %s", input, fmt)
     fingerprint = {**(settings or {}), "input": file_identity(input), "format": fmt, "exit_layer": exit_layer,
@@ -119,7 +123,8 @@ def tag_file(tag: TagFunction, input: str | os.PathLike, output: str | os.PathLi
                           shard, meter)
     meter.report(final=True)
     return {"input": str(input), "output": str(output), "format": fmt, "output_format": output_format(fmt),
-            "sentences": meter.sentences, "words": meter.words, "seconds": round(meter.seconds, 3),
+            "sentences": meter.sentences + meter.resumed[0], "words": meter.words + meter.resumed[1],
+            "seconds": round(meter.seconds, 3),  # seconds and words/s: of this run
             "words_per_second": round(meter.words / meter.seconds, 1) if meter.seconds > 0 else None,
             "chunks": chunks, "chunks_resumed": skipped, "rank": shard.rank, "world_size": shard.world}
 
@@ -140,6 +145,7 @@ def _tag_single(tag: TagFunction, records: Iterator[Record], output: Path, out_f
             f.seek(state["output_bytes"])
         records_done = state["records_done"] if state else 0
         sentences, words = (state["sentences_done"], state["words_done"]) if state else (0, 0)
+        meter.resumed = (sentences, words)
         for index, chunk in enumerate(chunked(records, size)):
             chunks = index + 1
             if index < done:
