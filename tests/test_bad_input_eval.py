@@ -14,7 +14,7 @@ from test_classification_pipeline import FAST as CLASSIFIER_FAST
 from test_classification_pipeline import write_sentiment
 from test_pipeline import FAST, config, data_overrides, read_predictions
 
-from tokexit.api import Classifier, Tagger
+from tokexit.api import Classifier, Tagger, classify_examples
 from tokexit.data.conll import bio_to_iob1
 from tokexit.evaluate import UsageError, evaluate
 from tokexit.exits import EntropyExit, PatienceExit, SentenceExit, StaticExit, TokenWindowExit
@@ -293,7 +293,21 @@ def test_classifier_rejects_wrong_input_types(classifier, bad, what):
 def test_classifier_accepts_what_it_says(classifier):
     c = Classifier.load(classifier["model"], device="cpu")
     assert len(c.classify("a good film")) == 1 and c.classify([]) == []
-    assert [r.label for r in c.classify([["a good film", "a bad plot"]])] == \
-        [r.label for r in c.classify([("a good film", "a bad plot")])]
+    assert len(c.classify(("a good film", "a bad plot"))) == 2  # a single-text model: a tuple of texts
+    with pytest.raises(ValueError, match="item 0 is a pair, but the model was trained on single texts"):
+        c.classify([("a good film", "a bad plot")])
     with pytest.raises(TypeError, match=r"exit must be an exit policy"):
         c.classify("a good film", exit=2)
+
+
+def test_classify_examples_follow_the_model_pair_ness():
+    """A pair model takes (text, text) pairs (a list or a tuple each, or one pair alone); a single text is refused,
+    as a pair is for a single-text model; a model that does not say (None) takes either."""
+    one = classify_examples(("a good film", "a bad plot"), pairs=True)
+    assert [(e.text_a, e.text_b) for e in one] == [("a good film", "a bad plot")]
+    assert classify_examples([["a", "b"]], pairs=True) == classify_examples([("a", "b")], pairs=True)
+    with pytest.raises(ValueError, match="item 0 is a single text, but the model was trained on text pairs"):
+        classify_examples(["x", "c"], pairs=True)
+    with pytest.raises(ValueError, match="item 0 is a pair, but the model was trained on single texts"):
+        classify_examples([("x", "c")], pairs=False)
+    assert len(classify_examples(["x", "c"], pairs=None)) == 2 and len(classify_examples([("x", "c")])) == 1

@@ -347,3 +347,75 @@ def test_damaged_json_names_the_file(models, tmp_path):
             load_tagger(directory)
         assert str(directory / name) in str(error.value)
         shutil.copyfile(models["tagger"] / name, directory / name)
+
+
+# ----------------------------------------------------------------------------- tokenizer files and tokexit.json
+
+
+DELETE = object()  # a tokexit.json entry to remove
+
+
+def damaged_copy(models: dict[str, Path], tmp_path: Path, kind: str = "tagger") -> Path:
+    copy = tmp_path / f"{kind}-copy"
+    shutil.copytree(models[kind], copy)
+    return copy
+
+
+def test_missing_tokenizer_vocabulary_is_refused(models, tmp_path):
+    """Without its vocabulary files transformers builds a 5-token tokenizer that maps every word to [UNK]."""
+    copy = damaged_copy(models, tmp_path)
+    big = json.loads((copy / "config.json").read_text())
+    big["vocab_size"] = 200  # a model whose vocabulary the few tokens left cannot be
+    (copy / "config.json").write_text(json.dumps(big))
+    for name in ("vocab.txt", "tokenizer.json"):
+        (copy / name).unlink(missing_ok=True)
+    with pytest.raises(ModelFormatError, match=r"its tokenizer has \d+ tokens but the model's vocabulary 200"):
+        load_tokenizer(str(copy))
+
+
+@pytest.mark.parametrize("name", ["tokenizer_config.json", "tokenizer.json"])
+def test_truncated_tokenizer_json_names_the_file(models, tmp_path, name):
+    copy = damaged_copy(models, tmp_path)
+    path = copy / name
+    assert path.is_file(), sorted(p.name for p in copy.iterdir())
+    path.write_text(path.read_text()[: len(path.read_text()) // 2])
+    with pytest.raises(ModelFormatError, match=rf"{name}: damaged or truncated JSON"):
+        Tagger.load(copy, device="cpu")
+
+
+@pytest.mark.parametrize(("change", "problem"), [
+    ({"profiles": 5}, "'profiles' must be an object, not int"),
+    ({"profiles": {"2": {"exit": {"policy": "token_window", "threshold": "abc", "window": 3},
+                         "fate": {"fate": "copy"}}}}, r"profiles.2: bad speed profile .*'threshold' is 'abc'"),
+    ({"max_length": 0}, "'max_length' must be a whole number >= 8"),
+    ({"max_length": "512"}, "'max_length' must be a whole number"),
+    ({"labels": None}, "not a valid token_tagger model description: labels must be a non-empty list"),
+    ({"scheme": "bioes2"}, "scheme must be one of bio, iob1, none, not 'bioes2'"),
+    ({"task": "parsing"}, "task must be one of ner, tagging"),
+    ({"labels": DELETE}, "not a valid token_tagger model description: no 'labels' entry"),
+])
+def test_bad_tokexit_json_entries_are_refused_on_load(models, tmp_path, change, problem):
+    copy = damaged_copy(models, tmp_path)
+    meta = read_meta(copy)
+    meta.update(change)
+    meta = {k: v for k, v in meta.items() if v is not DELETE}
+    (copy / "tokexit.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelFormatError, match=rf"tokexit.json: .*{problem}"):
+        Tagger.load(copy, device="cpu")
+
+
+def test_profiles_are_a_copy_and_hints_name_the_right_policy(models, tmp_path):
+    copy = damaged_copy(models, tmp_path)
+    meta = read_meta(copy)
+    meta["profiles"] = {"2": {"exit": {"policy": "token_window", "threshold": 0.01, "window": 3},
+                              "fate": {"fate": "copy"}}}
+    (copy / "tokexit.json").write_text(json.dumps(meta))
+    tagger = Tagger.load(copy, device="cpu")
+    tagger.profiles["2"]["exit"]["threshold"] = 1.0  # editing what was returned leaves the model as it was
+    assert tagger.setting(speed=2).policy.threshold == 0.01
+    with pytest.raises(ValueError, match="exit=token_window exit.target_speedup=3"):
+        tagger.setting(speed=3)
+    with pytest.raises(ValueError, match="exit=entropy exit.target_speedup=3"):
+        Classifier.load(models["classifier"], device="cpu").classify("the film", speed=3)
+    with pytest.raises(ValueError, match="max_length must be a whole number >= 8"):
+        Tagger(tagger.encoder, tagger.tokenizer, tagger.labels, max_length=1)

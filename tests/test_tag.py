@@ -236,8 +236,14 @@ def test_empty_input_and_usage_errors(model, tmp_path):
         tag(config("tag", [f"model_dir={model['model']}"]))
     with pytest.raises(UsageError, match="give speed or exit, not both"):
         run_tag(model["model"], data, tmp_path / "o", "speed=2", *EXIT)
-    with pytest.raises(UsageError, match="save_profile=true, then tag with speed=2"):
+    with pytest.raises(UsageError, match="exit=token_window exit.target_speedup=2 save_profile=true, then tag with "
+                                         "speed=2"):
         run_tag(model["model"], data, tmp_path / "o", "exit=token_window", "exit.target_speedup=2")
+    with pytest.raises(UsageError, match="exit.layer=9"):
+        run_tag(model["model"], data, tmp_path / "o", "exit=static", "exit.layer=9")
+    with pytest.raises(UsageError, match="fate=reduce needs a model with a token selector"):
+        run_tag(model["model"], data, tmp_path / "o", *EXIT, "fate=reduce")
+    assert not (tmp_path / "o").exists()  # refused before anything was written
     with pytest.raises(UsageError, match="is the input file"):
         run_tag(model["model"], data, data)
     for bad, message in (("format=xml", "format=xml is not a format"), ("chunk_sentences=0", "chunk_sentences=0"),

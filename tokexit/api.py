@@ -19,6 +19,7 @@ Tagging is one pass (no warm-up, no timing, no FLOPs): the path of ``python -m t
 
 from __future__ import annotations
 
+import copy
 import gc
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,7 @@ from tokexit.inference.runs import predict_batches
 from tokexit.inference.setting import Setting
 from tokexit.inference.tagging import tag_words
 from tokexit.io.formats import is_text, split_words
-from tokexit.model_io import load_classifier, load_tagger, resolve_device, select_profile
+from tokexit.model_io import MIN_MAX_LENGTH, load_classifier, load_tagger, resolve_device, select_profile
 
 
 def _kind(value) -> str:
@@ -52,7 +53,8 @@ def run_setting(method: str, batch_size, exit, fate, speed=None, profiles: dict 
             given = " and ".join(name for name, value in (("exit", exit), ("fate", fate)) if value is not None)
             raise ValueError(f"{method}: speed={speed} is a stored exit policy and token fate; give speed or "
                              f"{given}, not both")
-        return select_profile(profiles or {}, speed, directory or "<model>")
+        policy = "entropy" if method.startswith("Classifier") else "token_window"
+        return select_profile(profiles or {}, speed, directory or "<model>", policy)
     if exit is not None and not isinstance(exit, ExitPolicy):
         raise TypeError(f"{method}: exit must be an exit policy from tokexit.exits (e.g. TokenWindowExit(0.1), "
                         f"PatienceExit(2)) or None for the full model, not {_kind(exit)}")
@@ -102,10 +104,12 @@ CLASSIFY_INPUT = ("Classifier.classify accepts one text (str), a list of texts, 
                   "for a sentence-pair model")
 
 
-def classify_examples(texts) -> list[Example]:
-    """The examples of :meth:`Classifier.classify`'s input, checked: TypeError/ValueError saying what is accepted."""
-    if isinstance(texts, str):
-        texts = [texts]
+def classify_examples(texts, pairs: bool | None = None) -> list[Example]:
+    """The examples of :meth:`Classifier.classify`'s input, checked: TypeError/ValueError saying what is accepted.
+    ``pairs``: the model reads sentence pairs (True), single texts (False), or unknown (None: either)."""
+    if isinstance(texts, str) or pairs and isinstance(texts, tuple) and len(texts) == 2 and \
+            all(isinstance(t, str) for t in texts):
+        texts = [texts]  # one text, or one (text, text) pair for a pair model
     if not isinstance(texts, list | tuple):
         raise TypeError(f"{CLASSIFY_INPUT}, not {_kind(texts)}")
     single = [isinstance(t, str) for t in texts]
@@ -119,8 +123,19 @@ def classify_examples(texts) -> list[Example]:
                             f"{len(pair)} {'/'.join(sorted({_kind(x) for x in pair})) or 'items'}, not two str")
         if pair is None and not isinstance(t, str):
             raise TypeError(f"{CLASSIFY_INPUT}; item {i} is {_kind(t)}")
+        if pairs is not None and (pair is not None) != pairs:
+            raise ValueError(f"Classifier.classify: item {i} is {'a pair' if pair is not None else 'a single text'}, "
+                             f"but the model was trained on {'text pairs' if pairs else 'single texts'}: give "
+                             f"{'(text, text) pairs' if pairs else 'texts'}")
         examples.append(Example(pair[0], pair[1], None, i) if pair is not None else Example(t, None, None, i))
     return examples
+
+
+def check_max_length(max_length) -> None:
+    """``max_length`` (subwords per input) must be a whole number >= :data:`~tokexit.model_io.MIN_MAX_LENGTH`."""
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < MIN_MAX_LENGTH:
+        raise ValueError(f"max_length must be a whole number >= {MIN_MAX_LENGTH} (subwords per input), not "
+                         f"{max_length!r}")
 
 
 @dataclass
@@ -154,6 +169,7 @@ class Tagger:
 
     def __init__(self, encoder, tokenizer, labels, max_length: int = 512, device: str = "cpu",
                  profiles: dict[str, dict] | None = None, directory: str | Path | None = None):
+        check_max_length(max_length)
         self.encoder, self.tokenizer, self.labels = encoder.to(device).eval(), tokenizer, labels
         self.max_length, self.device = max_length, device
         self._profiles, self.directory = dict(profiles or {}), directory
@@ -175,7 +191,7 @@ class Tagger:
         """The speed profiles stored with the model, by speed (``"2"``: a 2x FLOPs speed-up): each its ``exit``,
         ``fate``, measured ``flops_speedup``/``wall_speedup`` and ``dev_score``
         (:func:`tokexit.model_io.save_profile`)."""
-        return {k: dict(v) for k, v in self._profiles.items()}
+        return copy.deepcopy(self._profiles)
 
     def setting(self, exit: ExitPolicy | None = None, fate: TokenFate | None = None, speed=None,
                 batch_size: int = 32) -> Setting:
@@ -218,6 +234,7 @@ class Classifier:
 
     def __init__(self, model, tokenizer, task, max_length: int = 512, device: str = "cpu",
                  profiles: dict[str, dict] | None = None, directory: str | Path | None = None):
+        check_max_length(max_length)
         self.model, self.tokenizer, self.task = model.to(device).eval(), tokenizer, task
         self.max_length, self.device = max_length, device
         self._profiles, self.directory = dict(profiles or {}), directory
@@ -236,7 +253,7 @@ class Classifier:
     @property
     def profiles(self) -> dict[str, dict]:
         """The speed profiles stored with the model, by speed (see :attr:`Tagger.profiles`)."""
-        return {k: dict(v) for k, v in self._profiles.items()}
+        return copy.deepcopy(self._profiles)
 
     def classify(self, texts: str | list[str] | list[tuple[str, str]], batch_size: int = 32,
                  exit: ExitPolicy | None = None, fate: TokenFate | None = None, speed: float | None = None,
@@ -248,7 +265,8 @@ class Classifier:
         (:attr:`profiles`), instead of ``exit`` and ``fate``. One pass, no timing. Any other input is a TypeError
         saying what is accepted.
         """
-        examples = classify_examples(texts)
+        columns = self.task.columns
+        examples = classify_examples(texts, None if columns is None else columns.get("text_b") is not None)
         setting = run_setting("Classifier.classify", batch_size, exit, fate, speed, self._profiles, self.directory)
         if not examples:
             return []

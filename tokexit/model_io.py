@@ -110,11 +110,9 @@ def speed_key(speed) -> str:
 
 def read_profiles(directory: str | Path) -> dict[str, dict]:
     """The speed profiles stored in a model directory (``{}`` when none), by key."""
-    profiles = read_meta(directory).get(PROFILES, {})
-    if not isinstance(profiles, dict):
-        raise ModelFormatError(f"{Path(directory) / META_FILE}: '{PROFILES}' must be an object, not "
-                               f"{type(profiles).__name__}")
-    return profiles
+    meta = read_meta(directory)
+    check_meta(meta, Path(directory) / META_FILE)
+    return meta.get(PROFILES, {})
 
 
 def save_profile(directory: str | Path, speed, profile: dict) -> str:
@@ -137,10 +135,46 @@ def profile_setting(profile: dict, where: str) -> Setting:
         exit_entry, fate_entry = dict(profile["exit"]), dict(profile["fate"])
         policy_class = EXIT_POLICIES[exit_entry.pop("policy")]
         fate_class = FATES[fate_entry.pop("fate")]
+        for name, value in {**exit_entry, **fate_entry}.items():
+            if not _setting_value(name, value):
+                raise TypeError(f"'{name}' is {value!r}")
         return Setting(policy_class(**exit_entry), fate_class(**fate_entry))
     except (KeyError, TypeError, ValueError) as error:
         raise ModelFormatError(f"{where}: bad speed profile {profile!r} ({type(error).__name__}: {error}); known "
                                f"exit policies: {', '.join(EXIT_POLICIES)}; fates: {', '.join(FATES)}") from error
+
+
+TEXT_SETTINGS = ("uncertainty", "pool", "label_removed")  # the exit and fate arguments that are names, not numbers
+
+
+def _setting_value(name: str, value) -> bool:
+    """Whether ``value`` can be exit or fate argument ``name`` of a stored profile: a name for
+    :data:`TEXT_SETTINGS`, else a number, a switch (true/false), None, or a list of numbers (per-layer
+    thresholds)."""
+    if name in TEXT_SETTINGS:
+        return isinstance(value, str)
+    def number(v) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    return value is None or isinstance(value, bool) or number(value) or \
+        isinstance(value, list) and all(number(v) for v in value)
+
+
+MIN_MAX_LENGTH = 8  # the shortest input a model may declare: [CLS], [SEP] and a few subwords of context
+
+
+def check_meta(meta: dict, path: str | Path) -> None:
+    """What tokexit.json must hold beyond its kind and labels (checked by the task), or ModelFormatError naming
+    ``path``: ``profiles`` an object of valid speed profiles, ``max_length`` a whole number >=
+    :data:`MIN_MAX_LENGTH`."""
+    profiles = meta.get(PROFILES, {})
+    if not isinstance(profiles, dict):
+        raise ModelFormatError(f"{path}: '{PROFILES}' must be an object, not {type(profiles).__name__}")
+    for key, profile in profiles.items():
+        profile_setting(profile, f"{path}: profiles.{key}")
+    length = meta.get("max_length", 512)
+    if isinstance(length, bool) or not isinstance(length, int) or length < MIN_MAX_LENGTH:
+        raise ModelFormatError(f"{path}: 'max_length' must be a whole number >= {MIN_MAX_LENGTH} (subwords per "
+                               f"input), not {length!r}")
 
 
 def describe_profiles(profiles: dict[str, dict]) -> str:
@@ -155,14 +189,14 @@ def describe_profiles(profiles: dict[str, dict]) -> str:
     return "; ".join(line(k, p) for k, p in profiles.items()) or "none"
 
 
-def select_profile(profiles: dict[str, dict], speed, directory: str | Path) -> Setting:
+def select_profile(profiles: dict[str, dict], speed, directory: str | Path, policy: str = "token_window") -> Setting:
     """The setting stored for ``speed`` in ``directory``'s profiles; an unknown speed is a ValueError listing the
-    stored ones and how to make one."""
+    stored ones and how to make one (calibrating exit ``policy``: a tagger's token window, a classifier's entropy)."""
     key = speed_key(speed)
     if key not in profiles:
         raise ValueError(f"speed={speed}: {Path(directory) / META_FILE} holds no speed profile '{key}' (stored: "
                          f"{describe_profiles(profiles)}); make one with python -m tokexit.evaluate "
-                         f"model_dir={directory} data.test_file=TEST data.validation_file=DEV exit=token_window "
+                         f"model_dir={directory} data.test_file=TEST data.validation_file=DEV exit={policy} "
                          f"exit.target_speedup={key} save_profile=true")
     return profile_setting(profiles[key], f"{Path(directory) / META_FILE}: profiles.{key}")
 
@@ -172,6 +206,7 @@ def load_model(directory: str | Path, kind: str | None = None) -> tuple[MultiExi
     must hold that one, ValueError otherwise)."""
     directory = Path(directory)
     meta = read_meta(directory)
+    check_meta(meta, directory / META_FILE)
     task = task_from_meta(meta, str(directory / META_FILE))
     if kind is not None and task.kind != kind:
         raise ValueError(f"{directory}: a {task.kind} model, not a {kind}")

@@ -19,18 +19,19 @@ from pathlib import Path
 
 import hydra
 import torch
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from tokexit import CONFIG_DIR
 from tokexit.api import Tagger
 from tokexit.config import UsageError, build, unset
-from tokexit.data.conll import DataFormatError
 from tokexit.engine.quantize import SCHEMES
+from tokexit.fates import FATES
 from tokexit.inference.setting import Setting
 from tokexit.io.formats import FORMATS
-from tokexit.io.progress import ResumeError, file_identity
+from tokexit.io.progress import file_identity
 from tokexit.io.streaming import Shard, tag_file
-from tokexit.model_io import EXITS_FILE, SELECTOR_FILE, resolve_device
+from tokexit.model_io import EXIT_POLICIES, EXITS_FILE, SELECTOR_FILE, resolve_device
 
 USAGE = ("python -m tokexit.tag model_dir=DIR input=PATH output=PATH [exit=POLICY exit.threshold=T | speed=X] "
          "[fate=copy|drop|reduce] [quantize=bf16|int8] [batch_size=N] [chunk_sentences=N] [resume=true] "
@@ -64,8 +65,20 @@ def require_settings(cfg: DictConfig) -> None:
         if cfg[group].get("target_speedup") is not None:
             raise UsageError(f"{group}.target_speedup is calibrated by tokexit.evaluate: run python -m "
                              f"tokexit.evaluate model_dir={cfg.model_dir} data.test_file=TEST data.validation_file=DEV "
-                             f"{group}.target_speedup={cfg[group].target_speedup} save_profile=true, then tag with "
-                             f"speed={cfg[group].target_speedup}")
+                             f"{group}={group_choice(cfg, group)} {group}.target_speedup={cfg[group].target_speedup} "
+                             f"save_profile=true, then tag with speed={cfg[group].target_speedup}")
+
+
+def group_choice(cfg: DictConfig, group: str) -> str:
+    """The option chosen for config group ``group`` (``exit=token_window``): as Hydra recorded it, else the name
+    of the class its ``_target_`` builds."""
+    if HydraConfig.initialized():
+        choice = HydraConfig.get().runtime.choices.get(group)
+        if choice:
+            return choice
+    target = str(cfg[group].get("_target_", "")).rsplit(".", 1)[-1]
+    registry = EXIT_POLICIES if group == "exit" else FATES
+    return next((name for name, cls in registry.items() if cls.__name__ == target), target)
 
 
 def build_setting(cfg: DictConfig, tagger: Tagger) -> Setting:
@@ -78,9 +91,10 @@ def build_setting(cfg: DictConfig, tagger: Tagger) -> Setting:
         nodes[group] = build(node) if node is not None else None
     try:
         setting = tagger.setting(nodes["exit"], nodes["fate"], cfg.get("speed"), cfg.batch_size)
-    except ValueError as error:  # an unknown speed, a bad batch size: one line
+        setting.policy.check_depth(len(tagger.encoder.plan))
+        setting.fate.check(tagger.encoder)
+    except ValueError as error:  # an unknown speed, a bad batch size, a layer the model lacks: one line
         raise UsageError(str(error).removeprefix("Tagger.tag: ")) from None
-    setting.policy.check_depth(len(tagger.encoder.plan))
     return setting
 
 
@@ -135,7 +149,7 @@ def tag(cfg: DictConfig) -> dict:
 def main(cfg: DictConfig) -> None:
     try:
         tag(cfg)
-    except (UsageError, ResumeError, DataFormatError, FileNotFoundError) as e:  # one line, no traceback
+    except (ValueError, FileNotFoundError) as e:  # a usage, data, model or resume error: one line, no traceback
         sys.exit(f"tokexit.tag: error: {e}")
 
 

@@ -86,6 +86,10 @@ _CONVERT_HINT = ("convert it to safetensors where you trust the file (load it wi
                  "save_pretrained, which writes model.safetensors)")
 
 
+TOKENIZER_JSON = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                  "vocab.json")  # the JSON files a tokenizer directory may hold
+
+
 def read_json(path: str | Path) -> dict:
     """A JSON object file, or FileNotFoundError / ModelFormatError naming it."""
     path = Path(path)
@@ -188,14 +192,23 @@ def load_pretrained_tokenizer(name_or_path: str | Path, config: PreTrainedConfig
     ``auto_map`` is ignored); ``kwargs`` go to ``from_pretrained``."""
     directory = Path(name_or_path)
     config = config if config is not None else load_config(directory)
+    for name in TOKENIZER_JSON:  # a damaged one is named here, not deep inside the tokenizer library
+        if (directory / name).is_file():
+            read_json(directory / name)
     try:
-        return AutoTokenizer.from_pretrained(directory, config=config, local_files_only=True, use_fast=True,
-                                             trust_remote_code=False, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(directory, config=config, local_files_only=True, use_fast=True,
+                                                  trust_remote_code=False, **kwargs)
     except ValueError as error:
         if "trust_remote_code" not in str(error):
             raise
         raise ModelFormatError(f"{directory}: its tokenizer exists only as code shipped in the directory "
                                "(auto_map), which tokexit never runs") from error
+    vocabulary = getattr(config, "vocab_size", None)
+    if isinstance(vocabulary, int) and len(tokenizer) * 2 < vocabulary:
+        raise ModelFormatError(f"{directory}: its tokenizer has {len(tokenizer)} tokens but the model's vocabulary "
+                               f"{vocabulary}: the tokenizer's files (tokenizer.json, or vocab.txt / vocab.json and "
+                               "merges.txt / a SentencePiece model) are missing or belong to another model")
+    return tokenizer
 
 
 def load_backbone(

@@ -46,6 +46,10 @@ def load_corpus(path: str, options: ReaderOptions | None = None) -> Corpus:
     return corpus
 
 
+TASK_KINDS = ("ner", "tagging")  # seqeval entity F1 on BIO tags, or accuracy
+TAG_SCHEMES = ("bio", "iob1", "none")  # what Corpus.scheme can be (conll.detect_scheme)
+
+
 @dataclass
 class LabelSet:
     """The model's labels, and how to score them."""
@@ -56,6 +60,13 @@ class LabelSet:
     to_id: dict[str, int] = field(init=False, repr=False)
 
     def __post_init__(self):
+        if not isinstance(self.labels, list) or not self.labels or \
+                not all(isinstance(label, str) for label in self.labels):
+            raise ValueError(f"labels must be a non-empty list of tag names, not {self.labels!r}")
+        if self.task not in TASK_KINDS:
+            raise ValueError(f"task must be one of {', '.join(TASK_KINDS)}, not {self.task!r}")
+        if self.scheme not in TAG_SCHEMES:
+            raise ValueError(f"scheme must be one of {', '.join(TAG_SCHEMES)}, not {self.scheme!r}")
         self.to_id = {label: i for i, label in enumerate(self.labels)}
 
     @classmethod

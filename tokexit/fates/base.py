@@ -28,6 +28,10 @@ class TokenFate:
     #: or ``last_head`` (the model's last head, on the word's state at removal restored at its position)
     label_removed = "exit_head"
 
+    def check(self, encoder) -> None:
+        """ValueError where the fate cannot run on ``encoder`` (checked before a run starts, and by
+        :meth:`prepare`)."""
+
     def prepare(self, encoder, input_ids: torch.Tensor, exits) -> None:
         """Called at the start of every run with the model, the (B, T) ids and the run's
         :class:`~tokexit.engine.loop.Exits` (a fate with its own selector takes it, and the removable units,

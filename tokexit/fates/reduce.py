@@ -61,11 +61,14 @@ class TokenReduction(Drop):
         self.keep_ratio, self.threshold, self.label_removed = keep_ratio, threshold, label_removed
         self.selector = None
 
-    def prepare(self, encoder, input_ids: torch.Tensor, exits) -> None:
-        selector = getattr(encoder, "selector", None)
-        if selector is None:
+    def check(self, encoder) -> None:
+        if getattr(encoder, "selector", None) is None:
             raise ValueError("fate=reduce needs a model with a token selector (trained with model=token_reduction); "
                              "this model has none")
+
+    def prepare(self, encoder, input_ids: torch.Tensor, exits) -> None:
+        self.check(encoder)
+        selector = encoder.selector
         units = exits.units
         if units is None:
             raise ValueError(f"fate=reduce: {type(exits).__name__} does not say which tokens may be removed")

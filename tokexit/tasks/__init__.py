@@ -17,7 +17,11 @@ def task_from_meta(meta: dict, where: str = "tokexit.json") -> Task:
     kind = meta.get("kind", Tagging.kind)
     if kind not in TASKS:
         raise ModelFormatError(f"{where}: unknown kind '{kind}' (one of {', '.join(TASKS)})")
-    return TASKS[kind].from_meta(meta)
+    try:
+        return TASKS[kind].from_meta(meta)
+    except (KeyError, TypeError, ValueError) as error:
+        missing = f"no '{error.args[0]}' entry" if isinstance(error, KeyError) else str(error)
+        raise ModelFormatError(f"{where}: not a valid {kind} model description: {missing}") from error
 
 
 def task_for(labels) -> Task:
