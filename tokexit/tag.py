@@ -91,6 +91,7 @@ def build_setting(cfg: DictConfig, tagger: Tagger) -> Setting:
         nodes[group] = build(node) if node is not None else None
     try:
         setting = tagger.setting(nodes["exit"], nodes["fate"], cfg.get("speed"), cfg.batch_size)
+        setting.policy.check_kind("token_tagger")
         setting.policy.check_depth(len(tagger.encoder.plan))
         setting.fate.check(tagger.encoder)
     except ValueError as error:  # an unknown speed, a bad batch size, a layer the model lacks: one line

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from omegaconf import DictConfig, OmegaConf
 
 from tokexit import CONFIG_DIR
+from tokexit.config import UsageError
 from tokexit.data.embedded import is_embedded
 from tokexit.lightning.checkpointing import AtomicCheckpointIO, RngStateCheckpoint
 from tokexit.model_io import save_model
@@ -125,8 +127,31 @@ def describe_data(cfg: DictConfig) -> dict:
     return {"data": str(cfg.data.name) if own else "custom", "data_config": str(cfg.data.name), "files": files}
 
 
+def require_own_files(cfg: DictConfig) -> None:
+    """Where the command line gives some of the data files, the others must not silently stay the data config's
+    own (``data.train_file=mine.conll`` alone would validate and test on the embedded WNUT-16 splits): UsageError
+    asking for them (a path, or null for none)."""
+    shipped = shipped_data_files(cfg)
+    if shipped is None:
+        return
+    files = {split: cfg.data.get(f"{split}_file") for split in SPLITS}
+    mine = [s for s in SPLITS if not _same_file(_text(files[s]), _text(shipped[s]))]
+    kept = [s for s in SPLITS if s not in mine and files[s] is not None]
+    if mine and kept:
+        given = ", ".join(f"data.{s}_file={files[s]}" for s in mine)
+        raise UsageError(f"{given} given, but {', '.join(f'data.{s}_file' for s in kept)} still "
+                         f"{'reads' if len(kept) == 1 else 'read'} data={cfg.data.name}'s own "
+                         f"({', '.join(str(files[s]) for s in kept)}): give "
+                         f"{' and '.join(f'data.{s}_file=PATH' for s in kept)} too (or =null for none)")
+
+
+def _text(value) -> str | None:
+    return None if value is None else str(value)
+
+
 def train(cfg: DictConfig) -> dict:
     L.seed_everything(cfg.seed, workers=True)
+    require_own_files(cfg)
     out = Path(cfg.output_dir)
     resume_from = resume_checkpoint(cfg, out)
     data = instantiate(cfg.data, _convert_="all")
@@ -148,11 +173,14 @@ def train(cfg: DictConfig) -> dict:
     # overwritten rather than versioned, so that resume=true always finds the latest state
     selects = data.status("validation") == "labelled"  # no validation data: no model selection, the last epoch
     checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", monitor=f"val/{metric}" if selects else None,
-                                 mode="max", filename="best", save_top_k=1, save_last=True,
-                                 enable_version_counter=False)
+                                 mode="max", filename="best", save_top_k=1, enable_version_counter=False)
+    # last.ckpt on its own callback: Lightning's save_last writes it only in an epoch that also saved a best.ckpt;
+    # mode="min" only tells the two callbacks' states apart (nothing is monitored)
+    latest = ModelCheckpoint(dirpath=out / "checkpoints", monitor=None, mode="min", filename="last", save_top_k=1,
+                             enable_version_counter=False)
     timer = EpochTimer()
     trainer = instantiate(cfg.trainer, default_root_dir=str(out), logger=CSVLogger(str(out), name="logs"),
-                          callbacks=[checkpoint, timer, RngStateCheckpoint()], plugins=[AtomicCheckpointIO()])
+                          callbacks=[checkpoint, latest, timer, RngStateCheckpoint()], plugins=[AtomicCheckpointIO()])
     trainer.fit(module, datamodule=data, ckpt_path=resume_from)
     if test_status in ("labelled", "unlabelled"):  # an unlabelled test file is tagged, not scored
         trainer.test(module, datamodule=data, ckpt_path="best" if checkpoint.best_model_path else None)
@@ -192,7 +220,8 @@ def train(cfg: DictConfig) -> dict:
         print(f"\ndata.test_file={test_file} is empty: nothing to test")
     else:
         print("\nno data.test_file: not tested")
-    print(f"model: {out / 'model'}   metrics: {out / 'metrics.json'}")
+    print(f"model: {out / 'model' if cfg.save_model else 'not saved (save_model=false)'}   "
+          f"metrics: {out / 'metrics.json'}")
     return result
 
 
@@ -200,7 +229,10 @@ def train(cfg: DictConfig) -> dict:
 # alike (Hydra's pkg:// lookup, used for console scripts, would need a tokexit/conf/__init__.py)
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def main(cfg: DictConfig) -> None:
-    train(cfg)
+    try:
+        train(cfg)
+    except (ValueError, FileNotFoundError) as e:  # a usage or data error (files are checked first): one line
+        sys.exit(f"tokexit.train: error: {e}")
 
 
 if __name__ == "__main__":

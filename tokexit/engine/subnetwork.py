@@ -27,7 +27,8 @@ class SubNetwork:
     depth: float = 1.0
 
     def __post_init__(self):
-        if not (0 < self.width <= 1 and 0 < self.depth <= 1):
+        if any(isinstance(v, bool) or not isinstance(v, int | float) for v in (self.width, self.depth)) or \
+                not (0 < self.width <= 1 and 0 < self.depth <= 1):
             raise ValueError(f"width and depth multipliers must lie in (0, 1], not {self.width}, {self.depth}")
 
     @property

@@ -41,6 +41,9 @@ class ExitPolicy:
     """Base class. ``decide`` returns the words that stop after ``layer`` (0-based) among the active ones."""
 
     name = "base"
+    #: the models the policy decides for: ``token_tagger`` (:meth:`decide`), ``sequence_classifier``
+    #: (:meth:`decide_examples`)
+    kinds: tuple[str, ...] = ("token_tagger", "sequence_classifier")
 
     def __init__(self, uncertainty: str = "entropy"):
         if uncertainty not in UNCERTAINTY:
@@ -49,6 +52,13 @@ class ExitPolicy:
 
     def uncertainty(self, logits: torch.Tensor) -> torch.Tensor:
         return UNCERTAINTY[self.uncertainty_name](logits)
+
+    def check_kind(self, kind: str) -> None:
+        """ValueError unless the policy decides for a ``kind`` model (checked before a run starts)."""
+        if kind not in self.kinds:
+            other = "token_window" if kind == "token_tagger" else "entropy or patience"
+            raise ValueError(f"exit={self.name} does not decide for a {kind} model (it is for a "
+                             f"{' or '.join(self.kinds)}): use exit={other}")
 
     def check_depth(self, num_layers: int) -> None:
         """Raise ValueError naming the setting when the policy does not fit a model that runs ``num_layers``
@@ -84,6 +94,18 @@ class ExitPolicy:
     def describe(self) -> dict:
         """The policy's settings, for metrics.json."""
         return {"policy": self.name, "uncertainty": self.uncertainty_name}
+
+
+def check_threshold(value, name: str = "exit.threshold") -> float:
+    """An uncertainty threshold (a real number >= 0; a (B,) tensor of them per sentence), or ValueError naming
+    ``name``."""
+    if isinstance(value, torch.Tensor):
+        if value.is_floating_point() and bool((value >= 0).all()):
+            return value
+    elif isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= 0:
+        return value
+    raise ValueError(f"{name} must be a number >= 0 (an uncertainty below which a prediction counts as confident), "
+                     f"not {value!r}")
 
 
 def layer_thresholds(threshold: float, num_layers: int, thresholds: list[float] | None,

@@ -8,15 +8,24 @@ import math
 
 import torch
 
-from tokexit.exits.base import ExitPolicy, check_thresholds, entropy, layer_thresholds, normalised_entropy
+from tokexit.exits.base import (
+    ExitPolicy,
+    check_threshold,
+    check_thresholds,
+    entropy,
+    layer_thresholds,
+    normalised_entropy,
+)
 
 
 class EntropyExit(ExitPolicy):
     name = "entropy"
+    kinds = ("sequence_classifier",)
 
     def __init__(self, threshold: float, normalised: bool = True, thresholds: list[float] | None = None):
         super().__init__()
-        self.threshold, self.normalised, self.thresholds = threshold, normalised, thresholds
+        self.threshold, self.normalised = check_threshold(threshold), normalised
+        self.thresholds = None if thresholds is None else [check_threshold(t, "exit.thresholds") for t in thresholds]
 
     def check_depth(self, num_layers) -> None:
         check_thresholds(self.thresholds, num_layers)

@@ -11,6 +11,7 @@ from tokexit.exits.base import ExitPolicy
 
 class PatienceExit(ExitPolicy):
     name = "patience"
+    kinds = ("sequence_classifier",)
 
     def __init__(self, patience: int = 3, regression_threshold: float = 0.1):
         super().__init__()

@@ -24,6 +24,7 @@ def prescribed_words(num_words: int, fraction: float, device: torch.device | str
 
 class PrescribedExit(ExitPolicy):
     name = "prescribed"
+    kinds = ("token_tagger",)
 
     def __init__(self, fraction: float, layer: int, uncertainty: str = "entropy"):
         super().__init__(uncertainty)

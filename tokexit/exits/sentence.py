@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import torch
 
-from tokexit.exits.base import ExitPolicy, check_thresholds, layer_thresholds
+from tokexit.exits.base import ExitPolicy, check_threshold, check_thresholds, layer_thresholds
 
 
 class SentenceExit(ExitPolicy):
     name = "sentence"
+    kinds = ("token_tagger",)
 
     def __init__(self, threshold: float, pool: str = "max", thresholds: list[float] | None = None,
                  upper_factor: float = 1.0, uncertainty: str = "entropy"):
         super().__init__(uncertainty)
         if pool not in ("max", "mean"):
             raise ValueError(f"exit.pool must be 'max' or 'mean', not '{pool}'")
-        self.threshold, self.pool, self.thresholds, self.upper_factor = threshold, pool, thresholds, upper_factor
+        self.threshold, self.pool = check_threshold(threshold), pool
+        self.thresholds = None if thresholds is None else [check_threshold(t, "exit.thresholds") for t in thresholds]
+        self.upper_factor = check_threshold(upper_factor, "exit.upper_factor")
 
     def check_depth(self, num_layers) -> None:
         check_thresholds(self.thresholds, num_layers)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from tokexit.exits.base import ExitPolicy, check_thresholds, layer_thresholds
+from tokexit.exits.base import ExitPolicy, check_threshold, check_thresholds, layer_thresholds
 
 
 def window_max(values: torch.Tensor, words: torch.Tensor, window: int) -> torch.Tensor:
@@ -33,6 +33,7 @@ class TokenWindowExit(ExitPolicy):
     batch (:meth:`per_sentence`, what self-sampling replays)."""
 
     name = "token_window"
+    kinds = ("token_tagger",)
 
     def __init__(self, threshold: float, window: int = 5, thresholds: list[float] | None = None,
                  upper_factor: float = 1.0, uncertainty: str = "entropy"):
@@ -46,7 +47,9 @@ class TokenWindowExit(ExitPolicy):
             raise ValueError(f"exit.window={window} is even: the window is centred on each word (±⌊w/2⌋ words, "
                              f"2·⌊w/2⌋+1 in all), so it must be odd; {window} would act as {window + 1}. "
                              f"Give exit.window={window - 1} or {window + 1}")
-        self.threshold, self.window, self.thresholds, self.upper_factor = threshold, window, thresholds, upper_factor
+        self.threshold, self.window = check_threshold(threshold), window
+        self.thresholds = None if thresholds is None else [check_threshold(t, "exit.thresholds") for t in thresholds]
+        self.upper_factor = check_threshold(upper_factor, "exit.upper_factor")
 
     @classmethod
     def per_sentence(cls, thresholds: torch.Tensor, windows: torch.Tensor, upper_factor: float = 1.0,

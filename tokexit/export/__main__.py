@@ -33,8 +33,11 @@ def export(model_dir: str, width: float, depth: float, output_dir: str) -> dict:
     if missing:
         raise UsageError(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set: "
                          "python -m tokexit.export model_dir=DIR width=W depth=D output_dir=OUT")
+    if Path(output_dir).resolve() == Path(model_dir).resolve():
+        raise UsageError(f"output_dir={output_dir} is the model being exported: write the sub-network to another "
+                         "directory (it would replace the model, its weights and speed profiles)")
+    sub = SubNetwork(width, depth)  # checked before the model loads
     model, tokenizer, task, meta = load_model(model_dir)
-    sub = SubNetwork(width, depth)
     plan = sub.plan(model.num_layers)
     parts = model.adapter.layer(0)
     heads, neurons = sub.heads(parts.num_heads), sub.neurons(parts.ffn_in.out_features)
@@ -62,7 +65,7 @@ def export(model_dir: str, width: float, depth: float, output_dir: str) -> dict:
 def main(cfg: DictConfig) -> None:
     try:
         export(cfg.get("model_dir"), cfg.width, cfg.depth, cfg.get("output_dir"))
-    except UsageError as e:  # a missing setting: one line, no traceback
+    except (ValueError, FileNotFoundError) as e:  # a usage or model error: one line, no traceback
         sys.exit(f"tokexit.export: error: {e}")
 
 

@@ -56,6 +56,8 @@ class TokenReduction(Drop):
     def __init__(self, keep_ratio: float | None = None, threshold: float = 0.5, label_removed: str = "last_head"):
         if keep_ratio is not None and not 0 < keep_ratio <= 1:
             raise ValueError(f"keep_ratio must lie in (0, 1], not {keep_ratio}")
+        if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0 <= threshold <= 1:
+            raise ValueError(f"fate.threshold must be a keep probability in [0, 1], not {threshold!r}")
         if label_removed not in LABEL_REMOVED:
             raise ValueError(f"label_removed must be one of {LABEL_REMOVED}, not '{label_removed}'")
         self.keep_ratio, self.threshold, self.label_removed = keep_ratio, threshold, label_removed
