@@ -91,3 +91,19 @@ def test_export_refuses_its_own_source_and_bad_sizes(tagger, tmp_path):
         with pytest.raises(ValueError, match="width and depth multipliers must lie in"):
             export(str(tagger), width, 0.5, str(tmp_path / "slim"))
     assert sorted(p.name for p in tagger.iterdir()) == before and not (tmp_path / "slim").exists()
+
+
+def test_train_names_the_data_and_model_that_do_not_fit(tmp_path):
+    files = {s: write_conll(tmp_path / f"{s}.conll", synthetic_sentences(8, seed=i)) for i, s in
+             enumerate(("train", "validation", "test"))}
+    overrides = ["model=tiny_classifier", *FAST[1:], f"output_dir={tmp_path / 'run'}",
+                 *[f"data.{k}_file={v}" for k, v in files.items()]]
+    with pytest.raises(UsageError, match=r"the data files given \(data.train_file, data.validation_file, "
+                                         r"data.test_file\): a ner task, but model=.* builds .*use model=minilm"):
+        train(config("train", overrides))
+
+
+def test_a_sub_network_the_model_was_not_trained_for_is_warned_about(tagger, tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="tokexit"):
+        export(str(tagger), 0.5, 0.5, str(tmp_path / "slim"))
+    assert "not a sub-network this model was trained for (it was not trained with DynaBERT" in caplog.text

@@ -3,6 +3,7 @@ building an object from a config group."""
 
 from __future__ import annotations
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
@@ -10,6 +11,14 @@ from omegaconf import OmegaConf
 
 class UsageError(ValueError):
     """A required setting is missing or unusable; the message names the setting (and the command form)."""
+
+
+def hydra_choice(group: str) -> str | None:
+    """The option the command line chose for config group ``group`` (``model=tiny`` -> ``"tiny"``), when the run
+    was composed by Hydra's ``main``; None otherwise (e.g. a config composed in a test)."""
+    if not HydraConfig.initialized():
+        return None
+    return HydraConfig.get().runtime.choices.get(group) or None
 
 
 def unset(cfg, key: str) -> bool:

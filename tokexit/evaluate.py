@@ -35,7 +35,7 @@ from tokexit.engine.subnetwork import SubNetwork
 from tokexit.inference.calibration import Knob
 from tokexit.inference.evaluator import Calibration, Evaluator
 from tokexit.inference.setting import Setting
-from tokexit.model_io import load_model, resolve_device, save_profile
+from tokexit.model_io import load_model, resolve_device, save_profile, warn_untrained_subnetwork
 from tokexit.reporting.output import command_line
 
 USAGE = ("python -m tokexit.evaluate model_dir=DIR data.test_file=PATH output_dir=OUT [batch_size=N] "
@@ -164,6 +164,7 @@ def evaluate(cfg: DictConfig) -> dict:
     """Evaluate as ``cfg`` (evaluate.yaml) says; returns what metrics.json holds."""
     require_settings(cfg)
     model, tokenizer, task, meta = load_model(cfg.model_dir)
+    warn_untrained_subnetwork(meta, cfg.subnetwork.width, cfg.subnetwork.depth, cfg.model_dir)
     model.use_subnetwork(SubNetwork(cfg.subnetwork.width, cfg.subnetwork.depth))
     setting, calibration = build_setting(cfg, model, task.kind)
     read = task.reader(cfg.data, tokenizer, cfg.batch_size, meta.get("max_length", 512))

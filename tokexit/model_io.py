@@ -20,6 +20,7 @@ path), the speed-ups and scores measured when it was made (:func:`save_profile`,
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -47,6 +48,8 @@ from tokexit.fates import FATES
 from tokexit.inference.setting import Setting
 from tokexit.io.progress import write_atomic
 from tokexit.tasks import Classification, Tagging, Task, task_for, task_from_meta
+
+log = logging.getLogger("tokexit")
 
 META_FILE = "tokexit.json"
 EXITS_FILE = "exits.safetensors"
@@ -160,6 +163,21 @@ def _setting_value(name: str, value) -> bool:
 
 
 MIN_MAX_LENGTH = 8  # the shortest input a model may declare: [CLS], [SEP] and a few subwords of context
+
+
+def warn_untrained_subnetwork(meta: dict, width: float, depth: float, directory: str | Path) -> None:
+    """Log a warning when a (``width``, ``depth``) sub-network other than the whole model is asked of a model
+    that DynaBERT did not train for it (its ``tokexit.json`` has no ``dynabert`` entry, or other sizes): the slice
+    runs, but its predictions are usually close to useless."""
+    if (width, depth) == (1.0, 1.0):
+        return
+    trained = meta.get("dynabert") or {}
+    if width in trained.get("widths", []) and depth in trained.get("depths", []):
+        return
+    sizes = (f"DynaBERT trained widths {trained.get('widths')} and depths {trained.get('depths')}" if trained
+             else "it was not trained with DynaBERT (model=dynabert)")
+    log.warning("%s: width %s, depth %s is not a sub-network this model was trained for (%s): expect a large "
+                "loss of accuracy", directory, width, depth, sizes)
 
 
 def check_meta(meta: dict, path: str | Path) -> None:

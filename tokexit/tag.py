@@ -19,12 +19,11 @@ from pathlib import Path
 
 import hydra
 import torch
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from tokexit import CONFIG_DIR
 from tokexit.api import Tagger
-from tokexit.config import UsageError, build, unset
+from tokexit.config import UsageError, build, hydra_choice, unset
 from tokexit.engine.quantize import SCHEMES
 from tokexit.fates import FATES
 from tokexit.inference.setting import Setting
@@ -72,10 +71,8 @@ def require_settings(cfg: DictConfig) -> None:
 def group_choice(cfg: DictConfig, group: str) -> str:
     """The option chosen for config group ``group`` (``exit=token_window``): as Hydra recorded it, else the name
     of the class its ``_target_`` builds."""
-    if HydraConfig.initialized():
-        choice = HydraConfig.get().runtime.choices.get(group)
-        if choice:
-            return choice
+    if choice := hydra_choice(group):
+        return choice
     target = str(cfg[group].get("_target_", "")).rsplit(".", 1)[-1]
     registry = EXIT_POLICIES if group == "exit" else FATES
     return next((name for name, cls in registry.items() if cls.__name__ == target), target)

@@ -29,7 +29,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from omegaconf import DictConfig, OmegaConf
 
 from tokexit import CONFIG_DIR
-from tokexit.config import UsageError
+from tokexit.config import UsageError, hydra_choice
 from tokexit.data.embedded import is_embedded
 from tokexit.lightning.checkpointing import AtomicCheckpointIO, RngStateCheckpoint
 from tokexit.model_io import save_model
@@ -159,7 +159,12 @@ def train(cfg: DictConfig) -> dict:
     task = task_for(labels)
     trains = get_class(cfg.model._target_).kinds
     if task.kind not in trains:
-        raise ValueError(f"data={cfg.data.name} is a {labels.task} task but model={cfg.model.name} builds "
+        described = describe_data(cfg)
+        data_given = (f"data={described['data_config']}" if described["data"] != "custom" else
+                      "the data files given (" + ", ".join(f"data.{s}_file" for s, f in described["files"].items()
+                                                          if f is not None) + ")")
+        model_given = hydra_choice("model") or cfg.model.name
+        raise UsageError(f"{data_given}: a {labels.task} task, but model={model_given} builds "
                          f"{cfg.model._target_}: use model=minilm_classifier for sentence(-pair) data and "
                          "model=minilm for sequence labeling")
     # partial: a LabelSet passed to instantiate would be turned into a config

@@ -19,7 +19,7 @@ from tokexit import CONFIG_DIR
 from tokexit.config import UsageError
 from tokexit.engine.subnetwork import SubNetwork
 from tokexit.export.subnetwork import copy_code, slice_bert, with_code
-from tokexit.model_io import load_model, save_model
+from tokexit.model_io import load_model, save_model, warn_untrained_subnetwork
 from tokexit.reporting.output import write_json
 
 # what the exported model keeps besides the sliced backbone and the exits of the kept layers (a classifier's pooler)
@@ -38,6 +38,7 @@ def export(model_dir: str, width: float, depth: float, output_dir: str) -> dict:
                          "directory (it would replace the model, its weights and speed profiles)")
     sub = SubNetwork(width, depth)  # checked before the model loads
     model, tokenizer, task, meta = load_model(model_dir)
+    warn_untrained_subnetwork(meta, width, depth, model_dir)
     plan = sub.plan(model.num_layers)
     parts = model.adapter.layer(0)
     heads, neurons = sub.heads(parts.num_heads), sub.neurons(parts.ffn_in.out_features)
