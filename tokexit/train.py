@@ -29,7 +29,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from omegaconf import DictConfig, OmegaConf
 
 from tokexit import CONFIG_DIR
-from tokexit.config import UsageError, hydra_choice
+from tokexit.config import UsageError, hydra_choice, require_output_dir
 from tokexit.data.embedded import is_embedded
 from tokexit.lightning.checkpointing import AtomicCheckpointIO, RngStateCheckpoint
 from tokexit.model_io import save_model
@@ -151,6 +151,7 @@ def _text(value) -> str | None:
 
 def train(cfg: DictConfig) -> dict:
     L.seed_everything(cfg.seed, workers=True)
+    require_output_dir(cfg.output_dir)
     require_own_files(cfg)
     out = Path(cfg.output_dir)
     resume_from = resume_checkpoint(cfg, out)

@@ -16,7 +16,7 @@ import hydra
 from omegaconf import DictConfig
 
 from tokexit import CONFIG_DIR
-from tokexit.config import UsageError
+from tokexit.config import UsageError, require_output_dir
 from tokexit.engine.subnetwork import SubNetwork
 from tokexit.export.subnetwork import copy_code, slice_bert, with_code
 from tokexit.model_io import load_model, save_model, warn_untrained_subnetwork
@@ -33,6 +33,7 @@ def export(model_dir: str, width: float, depth: float, output_dir: str) -> dict:
     if missing:
         raise UsageError(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set: "
                          "python -m tokexit.export model_dir=DIR width=W depth=D output_dir=OUT")
+    require_output_dir(output_dir)
     if Path(output_dir).resolve() == Path(model_dir).resolve():
         raise UsageError(f"output_dir={output_dir} is the model being exported: write the sub-network to another "
                          "directory (it would replace the model, its weights and speed profiles)")
