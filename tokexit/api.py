@@ -48,18 +48,19 @@ def run_setting(method: str, batch_size, exit, fate, speed=None, profiles: dict 
     ``fate``, or ``speed``, a profile among ``profiles`` (those of the model ``directory``)."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"{method}: batch_size must be a whole number >= 1, not {batch_size!r}")
+    classifier = method.startswith("Classifier")
     if speed is not None:
         if exit is not None or fate is not None:
             given = " and ".join(name for name, value in (("exit", exit), ("fate", fate)) if value is not None)
             raise ValueError(f"{method}: speed={speed} is a stored exit policy and token fate; give speed or "
                              f"{given}, not both")
-        policy = "entropy" if method.startswith("Classifier") else "token_window"
-        return select_profile(profiles or {}, speed, directory or "<model>", policy)
+        return select_profile(profiles or {}, speed, directory or "<model>",
+                              "entropy" if classifier else "token_window")
     if exit is not None and not isinstance(exit, ExitPolicy):
         raise TypeError(f"{method}: exit must be an exit policy from tokexit.exits (e.g. TokenWindowExit(0.1), "
                         f"PatienceExit(2)) or None for the full model, not {_kind(exit)}")
     if exit is not None:
-        exit.check_kind("sequence_classifier" if method.startswith("Classifier") else "token_tagger")
+        exit.check_kind("sequence_classifier" if classifier else "token_tagger")
     if fate is not None and not isinstance(fate, TokenFate):
         raise TypeError(f"{method}: fate must be a token fate from tokexit.fates (HaltAndCopy(), Drop(), "
                         f"TokenReduction()) or None for halt-and-copy, not {_kind(fate)}")

@@ -139,12 +139,10 @@ def build_setting(cfg: DictConfig, model: MultiExitEncoder, kind: str) -> tuple[
     targets = {group: node.pop("target_speedup", None) for group, node in nodes.items()}
     try:
         policy, fate = build(nodes["exit"]), build(nodes["fate"])
-        policy.check_kind(kind)  # a tagger's policy on a classifier, or the other way round
-        policy.check_depth(len(model.plan))  # a static layer beyond the model, per-layer thresholds that do not fit
-        fate.check(model)  # fate=reduce on a model without a selector
+        setting = Setting(policy, fate)
+        setting.check(model, kind)
     except ValueError as error:
         raise UsageError(str(error)) from None
-    setting = Setting(policy, fate)
     group = next((g for g, target in targets.items() if target is not None), None)
     if group is None:
         return setting, None

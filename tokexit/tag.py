@@ -27,9 +27,8 @@ from tokexit.config import UsageError, build, hydra_choice, unset
 from tokexit.engine.quantize import SCHEMES
 from tokexit.fates import FATES
 from tokexit.inference.setting import Setting
-from tokexit.io.formats import FORMATS
 from tokexit.io.progress import file_identity
-from tokexit.io.streaming import Shard, tag_file
+from tokexit.io.streaming import Shard, check_request, tag_file
 from tokexit.model_io import EXIT_POLICIES, EXITS_FILE, SELECTOR_FILE, resolve_device
 
 USAGE = ("python -m tokexit.tag model_dir=DIR input=PATH output=PATH [exit=POLICY exit.threshold=T | speed=X] "
@@ -44,15 +43,12 @@ def require_settings(cfg: DictConfig) -> None:
     missing = [k for k in ("model_dir", "input", "output") if unset(cfg, k)]
     if missing:
         raise UsageError(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set: {USAGE}")
-    if cfg.format not in ("auto", *FORMATS):
-        raise UsageError(f"format={cfg.format} is not a format: give auto, {', '.join(FORMATS)}")
-    size = cfg.chunk_sentences
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise UsageError(f"chunk_sentences={size} must be a whole number >= 1")
+    try:
+        check_request(str(cfg.input), str(cfg.output), cfg.format, cfg.chunk_sentences)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     if cfg.get("quantize") is not None and cfg.quantize not in SCHEMES:
         raise UsageError(f"quantize={cfg.quantize} is not a scheme: give {' or '.join(SCHEMES)} (or none: fp32)")
-    if Path(str(cfg.output)).resolve() == Path(str(cfg.input)).resolve():
-        raise UsageError(f"output={cfg.output} is the input file: write the tags to another file")
     if str(cfg.output).lower().endswith(".gz"):
         raise UsageError(f"output={cfg.output}: tokexit.tag writes plain text (a resumable file is appended to and "
                          "cut back in place); write OUTPUT without .gz and compress it afterwards")
@@ -88,9 +84,7 @@ def build_setting(cfg: DictConfig, tagger: Tagger) -> Setting:
         nodes[group] = build(node) if node is not None else None
     try:
         setting = tagger.setting(nodes["exit"], nodes["fate"], cfg.get("speed"), cfg.batch_size)
-        setting.policy.check_kind("token_tagger")
-        setting.policy.check_depth(len(tagger.encoder.plan))
-        setting.fate.check(tagger.encoder)
+        setting.check(tagger.encoder, "token_tagger")
     except ValueError as error:  # an unknown speed, a bad batch size, a layer the model lacks: one line
         raise UsageError(str(error).removeprefix("Tagger.tag: ")) from None
     return setting

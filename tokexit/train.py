@@ -116,12 +116,17 @@ def _same_file(a: str | None, b: str | None) -> bool:
     return os.path.realpath(a) == os.path.realpath(b)
 
 
+def data_files(cfg: DictConfig) -> dict[str, str | None]:
+    """The run's three data files by split (None: not given)."""
+    return {split: None if cfg.data.get(f"{split}_file") is None else str(cfg.data.get(f"{split}_file"))
+            for split in SPLITS}
+
+
 def describe_data(cfg: DictConfig) -> dict:
     """What a run trained and tested on, for metrics.json: ``data`` is the data config's name when its own files
     were read and ``custom`` when any file differs (``data.train_file=...`` on the command line); ``data_config``
     is the config's name either way; ``files`` are the three paths (None: not given)."""
-    files = {split: None if cfg.data.get(f"{split}_file") is None else str(cfg.data.get(f"{split}_file"))
-             for split in SPLITS}
+    files = data_files(cfg)
     shipped = shipped_data_files(cfg)
     own = shipped is None or all(_same_file(files[s], shipped[s]) for s in SPLITS)
     return {"data": str(cfg.data.name) if own else "custom", "data_config": str(cfg.data.name), "files": files}
@@ -134,8 +139,8 @@ def require_own_files(cfg: DictConfig) -> None:
     shipped = shipped_data_files(cfg)
     if shipped is None:
         return
-    files = {split: cfg.data.get(f"{split}_file") for split in SPLITS}
-    mine = [s for s in SPLITS if not _same_file(_text(files[s]), _text(shipped[s]))]
+    files = data_files(cfg)
+    mine = [s for s in SPLITS if not _same_file(files[s], shipped[s])]
     kept = [s for s in SPLITS if s not in mine and files[s] is not None]
     if mine and kept:
         given = ", ".join(f"data.{s}_file={files[s]}" for s in mine)
@@ -143,10 +148,6 @@ def require_own_files(cfg: DictConfig) -> None:
                          f"{'reads' if len(kept) == 1 else 'read'} data={cfg.data.name}'s own "
                          f"({', '.join(str(files[s]) for s in kept)}): give "
                          f"{' and '.join(f'data.{s}_file=PATH' for s in kept)} too (or =null for none)")
-
-
-def _text(value) -> str | None:
-    return None if value is None else str(value)
 
 
 def train(cfg: DictConfig) -> dict:

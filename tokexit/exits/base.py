@@ -108,6 +108,11 @@ def check_threshold(value, name: str = "exit.threshold") -> float:
                      f"not {value!r}")
 
 
+def check_threshold_list(thresholds: list[float] | None) -> list[float] | None:
+    """Per-layer ``exit.thresholds`` (None: one threshold for every layer), each checked by :func:`check_threshold`."""
+    return None if thresholds is None else [check_threshold(t, "exit.thresholds") for t in thresholds]
+
+
 def layer_thresholds(threshold: float, num_layers: int, thresholds: list[float] | None,
                      upper_factor: float) -> list[float]:
     """Per-layer thresholds: explicit ``thresholds`` or ``threshold`` for the lower half of the layers and

@@ -11,6 +11,7 @@ import torch
 from tokexit.exits.base import (
     ExitPolicy,
     check_threshold,
+    check_threshold_list,
     check_thresholds,
     entropy,
     layer_thresholds,
@@ -25,7 +26,7 @@ class EntropyExit(ExitPolicy):
     def __init__(self, threshold: float, normalised: bool = True, thresholds: list[float] | None = None):
         super().__init__()
         self.threshold, self.normalised = check_threshold(threshold), normalised
-        self.thresholds = None if thresholds is None else [check_threshold(t, "exit.thresholds") for t in thresholds]
+        self.thresholds = check_threshold_list(thresholds)
 
     def check_depth(self, num_layers) -> None:
         check_thresholds(self.thresholds, num_layers)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from tokexit.exits.base import ExitPolicy, check_threshold, check_thresholds, layer_thresholds
+from tokexit.exits.base import ExitPolicy, check_threshold, check_threshold_list, check_thresholds, layer_thresholds
 
 
 class SentenceExit(ExitPolicy):
@@ -17,7 +17,7 @@ class SentenceExit(ExitPolicy):
         if pool not in ("max", "mean"):
             raise ValueError(f"exit.pool must be 'max' or 'mean', not '{pool}'")
         self.threshold, self.pool = check_threshold(threshold), pool
-        self.thresholds = None if thresholds is None else [check_threshold(t, "exit.thresholds") for t in thresholds]
+        self.thresholds = check_threshold_list(thresholds)
         self.upper_factor = check_threshold(upper_factor, "exit.upper_factor")
 
     def check_depth(self, num_layers) -> None:

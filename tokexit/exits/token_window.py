@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from tokexit.exits.base import ExitPolicy, check_threshold, check_thresholds, layer_thresholds
+from tokexit.exits.base import ExitPolicy, check_threshold, check_threshold_list, check_thresholds, layer_thresholds
 
 
 def window_max(values: torch.Tensor, words: torch.Tensor, window: int) -> torch.Tensor:
@@ -48,7 +48,7 @@ class TokenWindowExit(ExitPolicy):
                              f"2·⌊w/2⌋+1 in all), so it must be odd; {window} would act as {window + 1}. "
                              f"Give exit.window={window - 1} or {window + 1}")
         self.threshold, self.window = check_threshold(threshold), window
-        self.thresholds = None if thresholds is None else [check_threshold(t, "exit.thresholds") for t in thresholds]
+        self.thresholds = check_threshold_list(thresholds)
         self.upper_factor = check_threshold(upper_factor, "exit.upper_factor")
 
     @classmethod

@@ -23,6 +23,14 @@ class Setting:
         """Whether this is the plain model: every token through every layer, only the last exit head run."""
         return isinstance(self.policy, NoExit) and isinstance(self.fate, HaltAndCopy)
 
+    def check(self, model, kind: str) -> None:
+        """ValueError where this setting cannot run on ``model`` (a ``kind`` model, e.g. ``token_tagger``): a
+        policy for the other task, a layer or per-layer thresholds the model lacks, a fate it cannot serve (checked
+        before a run starts)."""
+        self.policy.check_kind(kind)
+        self.policy.check_depth(len(model.plan))
+        self.fate.check(model)
+
     def describe(self) -> dict:
         """The ``exit`` and ``fate`` entries of metrics.json."""
         return {"exit": self.policy.describe(), "fate": self.fate.describe()}

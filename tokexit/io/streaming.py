@@ -92,6 +92,17 @@ def tag_chunk(tag: TagFunction, records: list[Record], out_format: str, exit_lay
     return "".join(text).encode("utf-8"), len(words), sum(map(len, words))
 
 
+def check_request(input: str | os.PathLike, output: str | os.PathLike, format: str, chunk_sentences) -> None:
+    """ValueError for what :func:`tag_file` cannot do whatever the file holds (checked before a model loads):
+    a format that is not one, a chunk size below 1, the input as output."""
+    if format not in ("auto", *FORMATS):
+        raise ValueError(f"format={format} is not a format: give auto, {', '.join(FORMATS)}")
+    if isinstance(chunk_sentences, bool) or not isinstance(chunk_sentences, int) or chunk_sentences < 1:
+        raise ValueError(f"chunk_sentences={chunk_sentences} must be a whole number >= 1")
+    if Path(output).resolve() == Path(input).resolve():
+        raise ValueError(f"output={output} is the input file: write the tags to another file")
+
+
 def tag_file(tag: TagFunction, input: str | os.PathLike, output: str | os.PathLike, *, format: str = "auto",
              chunk_sentences: int = 1000, exit_layer: bool = False, resume: bool = False,
              settings: dict | None = None, shard: Shard | None = None, progress_seconds: float = 10.0,
@@ -101,15 +112,10 @@ def tag_file(tag: TagFunction, input: str | os.PathLike, output: str | os.PathLi
     summary: format, sentences and words (of this process's output; after a resume, the whole file's), seconds and
     words/s (of this run), chunks (all, and those skipped on resume)."""
     input, output, shard = Path(input), Path(output), shard or Shard()
-    if isinstance(chunk_sentences, bool) or not isinstance(chunk_sentences, int) or chunk_sentences < 1:
-        raise ValueError(f"chunk_sentences must be a whole number >= 1, not {chunk_sentences!r}")
     if not input.is_file():
         raise FileNotFoundError(f"input={input}: no such file")
-    if output.resolve() == input.resolve():
-        raise ValueError(f"output={output} is the input file: write the tags to another file")
+    check_request(input, output, format, chunk_sentences)
     fmt = detect_format(input) if format == "auto" else format
-    if fmt not in FORMATS:
-        raise ValueError(f"format must be one of auto|{'|'.join(FORMATS)}, not {format!r}")
     if format == "auto" and shard.rank == 0:
         log.info("format=auto: reading %s as %s", input, fmt)
     fingerprint = {**(settings or {}), "input": file_identity(input), "format": fmt, "exit_layer": exit_layer,
